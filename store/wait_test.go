@@ -1,0 +1,51 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestWaitAfterCompactionWaitsForANewChange(t *testing.T) {
+	dir := t.TempDir()
+	st := startTest(t, certs(t), "wait", filepath.Join(dir, "data"), "https://"+freeAddr(t))
+	ctx := testCtx(t)
+	put, err := st.Client.Put(ctx, Root+"watched/a", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := put.Header.Revision
+	var last int64
+	for range 5 {
+		r, err := st.Client.Put(ctx, Root+"other", "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r.Header.Revision
+	}
+	if _, err := st.Client.Compact(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+
+	// Nothing under the prefix changed after old: the wait must last.
+	wctx, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
+	start := time.Now()
+	Wait(wctx, st.Client, old, Root+"watched/")
+	cancel()
+	if waited := time.Since(start); waited < 500*time.Millisecond {
+		t.Fatalf("Wait returned after %s for a compacted revision with nothing new: callers would spin", waited)
+	}
+
+	// A change made before the wait, after old, ends it at once.
+	if _, err := st.Client.Put(ctx, Root+"watched/b", "2"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	start = time.Now()
+	Wait(wctx, st.Client, old, Root+"watched/")
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("Wait took %s to see a change made after the index", waited)
+	}
+}
