@@ -1,0 +1,168 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedkeeper/fedkeeper/bench"
+)
+
+func benchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Run a measured scenario; the last line of output is its figures as JSON",
+	}
+	var agents int
+	join := &cobra.Command{
+		Use:   "join",
+		Short: "Time from agent start to admitted, for --agents agents joining at once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := bench.Join(cmd.Context(), agents, os.Stderr)
+			if err != nil {
+				return err
+			}
+			return printResult(res)
+		},
+	}
+	join.Flags().IntVar(&agents, "agents", 100, "how many agents join at once")
+	cmd.AddCommand(join)
+
+	var trials int
+	var deadAfter time.Duration
+	failover := &cobra.Command{
+		Use:   "failover",
+		Short: "Time from killing the store leader to the first write, and to the standby's promotion",
+		Long: `Run three voting supernodes and one standby as processes of this binary
+on loopback; each trial kills the store leader with SIGKILL, times the first
+acknowledged write and the standby's promotion, then restarts the killed
+supernode and waits until it is back as the standby.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := bench.Failover(cmd.Context(), trials, deadAfter, os.Stderr)
+			if err != nil {
+				return err
+			}
+			return printResult(res)
+		},
+	}
+	failover.Flags().IntVar(&trials, "trials", 20, "how many times the leader is killed")
+	failover.Flags().DurationVar(&deadAfter, "dead-after", 3*time.Second, "how long a voter may be unreachable before the standby replaces it")
+	cmd.AddCommand(failover)
+	cmd.AddCommand(detectCmd(), membersCmd())
+	cmd.AddCommand(configFanoutCmd())
+	return cmd
+}
+
+func detectCmd() *cobra.Command {
+	var trials, supernodes, threshold int
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:   "detect",
+		Short: "Time from killing a member's agent to its critical event",
+		Long: `Run --supernodes supernodes and one agent as processes of this binary on
+loopback, the supernodes probing members every --interval and suspecting one
+after --threshold failed probes in a row; each trial kills the agent with
+SIGKILL, times its suspect and critical events (a second supernode confirms
+before critical), restarts it and waits until it is passing again.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := bench.Detect(cmd.Context(), trials, supernodes, interval, threshold, os.Stderr)
+			if err != nil {
+				return err
+			}
+			return printResult(res)
+		},
+	}
+	cmd.Flags().IntVar(&trials, "trials", 20, "how many times the agent is killed")
+	cmd.Flags().IntVar(&supernodes, "supernodes", 2, "how many supernodes probe (all voters)")
+	cmd.Flags().DurationVar(&interval, "interval", time.Second, "probe interval of each member")
+	cmd.Flags().IntVar(&threshold, "threshold", 3, "failed probes in a row before a member is suspect")
+	return cmd
+}
+
+func membersCmd() *cobra.Command {
+	var count, supernodes int
+	var duration time.Duration
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "Load of --count members on the supernodes: CPU, memory, store writes, probes, detection",
+		Long: `Run --supernodes supernodes as processes of this binary on loopback and
+--count simulated members inside this process, each with its own key,
+certificate, session and HTTPS server on a loopback address, speaking the
+agent's protocol. Once all have joined and are passing, measure the
+supernodes' CPU and memory, the store's write rate and the probe rate for
+--duration; then stop one member and time its critical event.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := bench.Members(cmd.Context(), count, supernodes, duration, os.Stderr)
+			if err != nil {
+				return err
+			}
+			return printResult(res)
+		},
+	}
+	cmd.Flags().IntVar(&count, "count", 1000, "how many members")
+	cmd.Flags().IntVar(&supernodes, "supernodes", 3, "how many supernodes (all voters)")
+	cmd.Flags().DurationVar(&duration, "duration", time.Minute, "how long the load is measured once all members are passing")
+	return cmd
+}
+
+func configFanoutCmd() *cobra.Command {
+	var agents, trials, publishers int
+	cmd := &cobra.Command{
+		Use:   "config-fanout",
+		Short: "Time from a configuration publish to its files on the disks of --agents agents, and publishes per second; ZooKeeper as the peer",
+		Long: `Run one supernode and --agents agents in this process on loopback, every
+agent following the same component's configuration with blocking queries
+and applying it to its own home directory. First, with no agent running,
+count commits published per second by 1 and by --publishers-max
+publishers, each to its own component, for at most 5s each. Then, for each
+of --trials trials (after one warm-up), publish a commit of three small
+files and take for every agent the time from the publish's acknowledgement
+to its manifest listing the commit, which the agent writes once the files
+are renamed into place and synced (followed with inotify); every agent's
+files are then compared byte for byte with the commit.
+
+The peer is ZooKeeper from Debian's zookeeper package: a standalone server
+started from its jars on a free loopback port, with --agents watcher
+sessions each watching one znode; a trial sets the znode to a payload as
+large as the commit's files and takes the time from the set's
+acknowledgement to every watcher having read the new data (a GetW after the
+watch fires). Its sets per second are counted with 1 and --publishers-max
+writers, each setting its own znode. If ZooKeeper cannot be started, the
+figures say why in zookeeper_error.
+
+The two do not do the same work: fedkeeper's agents write every commit's
+files to disk atomically, with fsync, and report it; ZooKeeper's watchers
+only read the new data into memory. Both servers sync their log before
+acknowledging a write. A publish is also several store writes (one per new
+file, then the commit), a ZooKeeper set one.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := bench.ConfigFanout(cmd.Context(), agents, trials, publishers, os.Stderr)
+			if err != nil {
+				return err
+			}
+			return printResult(res)
+		},
+	}
+	cmd.Flags().IntVar(&agents, "agents", 100, "how many agents (and ZooKeeper watchers) follow the configuration")
+	cmd.Flags().IntVar(&trials, "trials", 5, "how many commits are timed, after one warm-up")
+	cmd.Flags().IntVar(&publishers, "publishers-max", 32, "concurrent publishers (and ZooKeeper writers) of the second throughput measure")
+	return cmd
+}
+
+// printResult writes a scenario's figures as one line of JSON on stdout.
+func printResult(res bench.Result) error {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	_, err = fmt.Println(string(b))
+	return err
+}
