@@ -493,3 +493,8 @@ func (p *Prober) Sweep(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Mirror follows every node's health record in memory, keyed by node name.
+func Mirror(ctx context.Context, kv *clientv3.Client, log *slog.Logger) *store.Mirror[Record] {
+	return store.Follow[Record](ctx, kv, prefix, log)
+}

@@ -132,7 +132,7 @@ type xmlServiceElt struct {
 func (m NodeMap) RegistrationXML(version string) ([]byte, error) {
 	defaultPeer := ""
 	if len(m.Supernodes) > 0 {
-		defaultPeer = hostOf(strings.TrimPrefix(m.Supernodes[0], "https://"))
+		defaultPeer = HostOf(strings.TrimPrefix(m.Supernodes[0], "https://"))
 	}
 	caEndpoint := ""
 	if len(m.Supernodes) > 0 {
@@ -140,7 +140,7 @@ func (m NodeMap) RegistrationXML(version string) ([]byte, error) {
 	}
 	reg := xmlRegistration{TimeStamp: m.GeneratedAt.UnixMilli(), Version: strconv.FormatInt(m.Revision, 10)}
 	for _, n := range m.Nodes {
-		host := hostOf(n.Address)
+		host := HostOf(n.Address)
 		ip := ""
 		if net.ParseIP(host) != nil {
 			ip = host
@@ -199,7 +199,9 @@ func pkiRole(r Role) string {
 	return "member"
 }
 
-func hostOf(addr string) string {
+// HostOf is the host part of a HOST:PORT address, or addr itself when it
+// has no port.
+func HostOf(addr string) string {
 	if h, _, err := net.SplitHostPort(addr); err == nil {
 		return h
 	}

@@ -215,3 +215,8 @@ func (p Profile) validateDetails() error {
 	}
 	return nil
 }
+
+// AliveKey is the key of a node's session: records that must live only as
+// long as the session (a node's registered services) are bound to the
+// lease held there.
+func AliveKey(name string) string { return prefixAlive + name }
