@@ -27,6 +27,7 @@ import (
 	"github.com/fedkeeper/fedkeeper/metrics"
 	"github.com/fedkeeper/fedkeeper/pki"
 	"github.com/fedkeeper/fedkeeper/quorum"
+	"github.com/fedkeeper/fedkeeper/services"
 	"github.com/fedkeeper/fedkeeper/store"
 )
 
@@ -57,6 +58,9 @@ type Server struct {
 	History    *metrics.History
 	PeerClient *http.Client
 	Config     *configsync.Store
+	// Services takes nodes' registrations; ServiceView answers look-ups.
+	Services    *services.Registry
+	ServiceView *services.View
 }
 
 // DefaultRequestTimeout suits supernodes on one continent; across oceans
@@ -122,6 +126,9 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("GET /v1/metrics", s.auth(staff, s.projectMetrics))
 		mux.Handle("GET /v1/metrics/local", s.auth(staff, s.localMetrics))
 		mux.Handle("GET /v1/sd/prometheus", s.auth(any, s.prometheusSD))
+	}
+	if s.Services != nil && s.ServiceView != nil {
+		s.serviceRoutes(mux, any, nodes)
 	}
 	if s.KV != nil {
 		mux.Handle("GET /v1/kv/{key...}", s.auth(staff, s.getKV))
@@ -228,6 +235,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		{configsync.ErrTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
 		{configsync.ErrNotFound, http.StatusNotFound, "not_found"},
 		{configsync.ErrConflict, http.StatusConflict, "conflict"},
+		{services.ErrInvalid, http.StatusBadRequest, "invalid"},
+		{services.ErrNoSession, http.StatusConflict, "no_session"},
+		{services.ErrConflict, http.StatusConflict, "conflict"},
 	} {
 		if errors.Is(err, c.err) {
 			writeError(w, c.status, c.code, err.Error())

@@ -239,7 +239,7 @@ func (s *Server) nodemap(w http.ResponseWriter, r *http.Request, id pki.Identity
 	if !blockingQuery(w, r, s.Members.Revision, s.Members.WaitList) {
 		return
 	}
-	m, err := s.Members.NodeMap(r.Context())
+	m, err := s.nodeMap(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -249,7 +249,7 @@ func (s *Server) nodemap(w http.ResponseWriter, r *http.Request, id pki.Identity
 }
 
 func (s *Server) registrationXML(w http.ResponseWriter, r *http.Request, id pki.Identity) {
-	m, err := s.Members.NodeMap(r.Context())
+	m, err := s.nodeMap(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -262,4 +262,14 @@ func (s *Server) registrationXML(w http.ResponseWriter, r *http.Request, id pki.
 	setIndex(w, m.Revision)
 	w.Header().Set("Content-Type", "application/xml")
 	w.Write(b)
+}
+
+// nodeMap is the node map with each node's registered services among its
+// endpoints.
+func (s *Server) nodeMap(ctx context.Context) (membership.NodeMap, error) {
+	m, err := s.Members.NodeMap(ctx)
+	if err == nil && s.ServiceView != nil {
+		s.ServiceView.AddEndpoints(&m)
+	}
+	return m, err
 }

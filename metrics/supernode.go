@@ -30,6 +30,12 @@ type SupernodeMetrics struct {
 	// ScrapesTotal counts scrapes of agents' /metrics by result (ResultOK,
 	// ResultFail).
 	ScrapesTotal *prometheus.CounterVec
+	// DNSQueriesTotal counts the nameserver's answers by response code
+	// (NOERROR, NXDOMAIN, REFUSED, FORMERR ...).
+	DNSQueriesTotal *prometheus.CounterVec
+	// DNSStale is 1 while the nameserver answers from a view that may be
+	// out of date, because this supernode's store has no leader.
+	DNSStale prometheus.Gauge
 }
 
 // NewSupernodeRegistry returns the registry behind a supernode's own
@@ -63,6 +69,14 @@ func NewSupernodeRegistry() (*prometheus.Registry, *SupernodeMetrics) {
 			Name: "fedkeeper_scrapes_total",
 			Help: "Scrapes of agents' metrics this supernode made, by result.",
 		}, []string{"result"}),
+		DNSQueriesTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fedkeeper_dns_queries_total",
+			Help: "DNS queries this supernode answered, by response code.",
+		}, []string{"rcode"}),
+		DNSStale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fedkeeper_dns_stale",
+			Help: "1 while this supernode answers DNS from its last known state because its store has lost the quorum, 0 otherwise.",
+		}),
 	}
 	// Both results exist from the start, so a rate of failures reads 0
 	// before the first failure rather than nothing.
@@ -77,6 +91,7 @@ func NewSupernodeRegistry() (*prometheus.Registry, *SupernodeMetrics) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.ProbesTotal, m.ProbeDuration, m.MembersAssigned,
 		m.StoreWritesTotal, m.StoreHasLeader, m.ScrapesTotal,
+		m.DNSQueriesTotal, m.DNSStale,
 	)
 	return reg, m
 }

@@ -189,7 +189,7 @@ func Join(ctx context.Context, dir string, jc JoinConfig) error {
 	if err := membership.ValidateName(cfg.Name); err != nil {
 		return fmt.Errorf("supernode name: %w", err)
 	}
-	if err := defaultPorts(&cfg); err != nil {
+	if err := fillDefaults(&cfg); err != nil {
 		return err
 	}
 	if jc.Token == "" || len(jc.Join) == 0 || jc.CAHash == "" {

@@ -57,7 +57,7 @@ func Restore(ctx context.Context, snapshotFile, dir string, cfg Config) error {
 	if err := membership.ValidateName(cfg.Name); err != nil {
 		return fmt.Errorf("supernode name: %w", err)
 	}
-	if err := defaultPorts(&cfg); err != nil {
+	if err := fillDefaults(&cfg); err != nil {
 		return err
 	}
 	if _, err := os.Stat(filepath.Join(dir, configFile)); err == nil {

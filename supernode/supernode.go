@@ -39,8 +39,10 @@ import (
 	"github.com/fedkeeper/fedkeeper/kv"
 	"github.com/fedkeeper/fedkeeper/membership"
 	"github.com/fedkeeper/fedkeeper/metrics"
+	"github.com/fedkeeper/fedkeeper/nameserver"
 	"github.com/fedkeeper/fedkeeper/pki"
 	"github.com/fedkeeper/fedkeeper/quorum"
+	"github.com/fedkeeper/fedkeeper/services"
 	"github.com/fedkeeper/fedkeeper/store"
 )
 
@@ -75,6 +77,8 @@ type Config struct {
 	Health health.ProbeConfig `yaml:"health,omitempty"`
 	// Events bounds the event log.
 	Events EventsConfig `yaml:"events,omitempty"`
+	// DNS configures the nameserver.
+	DNS DNSConfig `yaml:"dns,omitempty"`
 	// MetricsInterval is how often each member's metrics are scraped.
 	MetricsInterval time.Duration `yaml:"metrics_interval,omitempty"`
 
@@ -90,7 +94,27 @@ type EventsConfig struct {
 	MaxCount int           `yaml:"max_count,omitempty"`
 }
 
-// validate checks what defaultPorts does not: timings and addresses.
+// DNSConfig configures the nameserver every supernode runs: the
+// federation's health-aware DNS load balancer.
+type DNSConfig struct {
+	// Listen is HOST:PORT for UDP and TCP; the API's host and port + 3
+	// by default. Port 53 is what resolvers delegated to it expect.
+	Listen string `yaml:"listen,omitempty"`
+	// Domain is the zone the nameserver answers for (DefaultDNSDomain);
+	// delegate it, e.g. fed.example.org., to the supernodes.
+	Domain string `yaml:"domain,omitempty"`
+	// TTL of answers and of negative answers (DefaultDNSTTL): short, so
+	// that clients look up again soon after an instance fails.
+	TTL time.Duration `yaml:"ttl,omitempty"`
+}
+
+// DNS defaults.
+const (
+	DefaultDNSDomain = "fedkeeper."
+	DefaultDNSTTL    = 5 * time.Second
+)
+
+// validate checks what fillDefaults does not: timings and addresses.
 func (c Config) validate() error {
 	if err := c.Health.Validate(); err != nil {
 		return err
@@ -108,6 +132,9 @@ func (c Config) validate() error {
 	}
 	if c.RequestTimeout != 0 && c.RequestTimeout < 100*time.Millisecond {
 		return fmt.Errorf("request_timeout %s is too short: at least 100ms", c.RequestTimeout)
+	}
+	if c.DNS.TTL < 0 || c.DNS.TTL%time.Second != 0 {
+		return fmt.Errorf("dns ttl %s must be whole seconds, not negative", c.DNS.TTL)
 	}
 	q := c.Quorum
 	if q.ProbeInterval < 0 || q.DeadAfter < 0 || q.TargetVoters < 0 {
@@ -176,7 +203,7 @@ func Init(dir string, cfg Config) (InitResult, error) {
 	if err := membership.ValidateProject(cfg.Federation); err != nil {
 		return InitResult{}, fmt.Errorf("federation name: %w", err)
 	}
-	if err := defaultPorts(&cfg); err != nil {
+	if err := fillDefaults(&cfg); err != nil {
 		return InitResult{}, err
 	}
 	if err := cfg.validate(); err != nil {
@@ -237,35 +264,54 @@ func saveConfig(dir string, cfg Config) error {
 }
 
 // InitLoopback is Init with free loopback ports for whichever of the API,
-// peer and store addresses cfg leaves empty: for dev mode, benchmarks and
-// tests.
+// peer, store and nameserver addresses cfg leaves empty: for dev mode,
+// benchmarks and tests.
 func InitLoopback(dir string, cfg Config) (InitResult, error) {
-	for _, addr := range []*string{&cfg.Listen, &cfg.PeerListen, &cfg.StoreListen} {
+	for _, addr := range []*string{&cfg.Listen, &cfg.PeerListen, &cfg.StoreListen, &cfg.DNS.Listen} {
 		if *addr != "" {
 			continue
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		free, err := freeLoopbackPort()
 		if err != nil {
-			return InitResult{}, fmt.Errorf("find a free loopback port: %w", err)
+			return InitResult{}, err
 		}
-		*addr = ln.Addr().String()
-		ln.Close()
+		*addr = free
 	}
 	return Init(dir, cfg)
 }
 
-// defaultPorts fills in the store's addresses next to the API's: the peer
-// port is the API port + 1 on the same host, the store client port the API
-// port + 2 on loopback (on the API's own address when that is a loopback
-// one, so that several supernodes can share a machine in tests).
-func defaultPorts(cfg *Config) error {
+// freeLoopbackPort finds a loopback port free for both TCP and UDP, since
+// the nameserver takes both.
+func freeLoopbackPort() (string, error) {
+	for range 20 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", fmt.Errorf("find a free loopback port: %w", err)
+		}
+		addr := ln.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return addr, nil
+		}
+	}
+	return "", errors.New("find a free loopback port: none free for both TCP and UDP")
+}
+
+// fillDefaults fills in the nameserver's zone and TTL, and the store's
+// and the nameserver's addresses next to the API's: the peer port is the API port + 1 on the same host, the store
+// client port the API port + 2 on loopback (on the API's own address when
+// that is a loopback one, so that several supernodes can share a machine
+// in tests), the nameserver the API port + 3 on the API's host.
+func fillDefaults(cfg *Config) error {
 	host, portStr, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen address %q must be HOST:PORT: %w", cfg.Listen, err)
 	}
 	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 1 || port > 65533 {
-		return fmt.Errorf("listen address %q needs a port from 1 to 65533", cfg.Listen)
+	if err != nil || port < 1 || port > 65532 {
+		return fmt.Errorf("listen address %q needs a port from 1 to 65532", cfg.Listen)
 	}
 	if cfg.PeerListen == "" {
 		cfg.PeerListen = net.JoinHostPort(host, strconv.Itoa(port+1))
@@ -276,6 +322,15 @@ func defaultPorts(cfg *Config) error {
 			loopback = host
 		}
 		cfg.StoreListen = net.JoinHostPort(loopback, strconv.Itoa(port+2))
+	}
+	if cfg.DNS.Listen == "" {
+		cfg.DNS.Listen = net.JoinHostPort(host, strconv.Itoa(port+3))
+	}
+	if cfg.DNS.Domain == "" {
+		cfg.DNS.Domain = DefaultDNSDomain
+	}
+	if cfg.DNS.TTL == 0 {
+		cfg.DNS.TTL = DefaultDNSTTL
 	}
 	return nil
 }
@@ -298,7 +353,7 @@ func LoadConfig(dir string) (Config, error) {
 	if err := membership.ValidateName(cfg.Name); err != nil {
 		return cfg, fmt.Errorf("%s: name: %w", configFile, err)
 	}
-	if err := defaultPorts(&cfg); err != nil {
+	if err := fillDefaults(&cfg); err != nil {
 		return cfg, fmt.Errorf("%s: %w", configFile, err)
 	}
 	if err := cfg.validate(); err != nil {
@@ -357,6 +412,8 @@ type Supernode struct {
 	Quorum  *quorum.Service
 	Prober  *health.Prober
 	CA      *pki.CA
+	// DNS is the nameserver; DNS.Addr() is where it listens.
+	DNS *nameserver.Server
 
 	dir  string
 	log  *slog.Logger
@@ -416,14 +473,31 @@ func Start(ctx context.Context, dir string) (*Supernode, error) {
 	q := quorum.New(cfg.Name, st, members, evlog, cfg.Quorum, pki.APIClientTLS(apiCert, auth.CA.Cert))
 
 	runCtx, stop := context.WithCancel(context.Background())
-	prober := health.NewProber(cfg.Name, st.Client, members.Cache(runCtx), q.Healthy, evlog, probeClient(apiCert, auth.CA.Cert), cfg.Health)
+	nodes := members.Cache(runCtx)
+	prober := health.NewProber(cfg.Name, st.Client, nodes, q.Healthy, evlog, probeClient(apiCert, auth.CA.Cert), cfg.Health)
 	reg, sm := metrics.NewSupernodeRegistry()
+	view := services.NewView(runCtx, st.Client, nodes, log)
+	ns, err := nameserver.New(nameserver.Config{
+		Domain: cfg.DNS.Domain, TTL: cfg.DNS.TTL, Log: log,
+		OnQuery: func(rcode string) { sm.DNSQueriesTotal.WithLabelValues(rcode).Inc() },
+	}, view)
+	if err != nil {
+		stop()
+		st.Close()
+		return nil, fmt.Errorf("dns: %w", err)
+	}
+	if err := ns.Start(runCtx, cfg.DNS.Listen); err != nil {
+		stop()
+		st.Close()
+		return nil, fmt.Errorf("start the nameserver on %s: %w", cfg.DNS.Listen, err)
+	}
 	scraper := metrics.NewScraper(metrics.NewHistory(metricsHistory, metricsMaxAge), cfg.metricsInterval())
 	instrument(prober, scraper, sm)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		stop()
+		ns.Close()
 		st.Close()
 		return nil, fmt.Errorf("listen for the API on %s: %w", cfg.Listen, err)
 	}
@@ -432,14 +506,14 @@ func Start(ctx context.Context, dir string) (*Supernode, error) {
 			Name: cfg.Name, Members: members, CA: auth.CA, Log: log, RequestTimeout: cfg.RequestTimeout,
 			Quorum: q, Prober: prober, Authority: auth, Store: st, Events: evlog, KV: kv.New(st.Client),
 			Metrics: metrics.Handler(reg), History: scraper.History, PeerClient: probeClient(apiCert, auth.CA.Cert),
-			Config: configsync.New(st.Client),
+			Config: configsync.New(st.Client), Services: services.NewRegistry(st.Client), ServiceView: view,
 		}).Handler(),
 		TLSConfig:         pki.ServerTLS(apiCert, auth.CA.Cert),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	sn := &Supernode{Config: cfg, Store: st, Members: members, Quorum: q, Prober: prober, CA: auth.CA, dir: dir, log: log, srv: srv, ctx: runCtx, stop: stop, errc: make(chan error, 3)}
+	sn := &Supernode{Config: cfg, Store: st, Members: members, Quorum: q, Prober: prober, CA: auth.CA, DNS: ns, dir: dir, log: log, srv: srv, ctx: runCtx, stop: stop, errc: make(chan error, 3)}
 	go func() {
 		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			sn.errc <- fmt.Errorf("API server: %w", err)
@@ -470,7 +544,11 @@ func Start(ctx context.Context, dir string) (*Supernode, error) {
 	sn.goRun(prober.Run)
 	sn.goRun(func(ctx context.Context) {
 		for wait.Sleep(ctx, time.Second) {
-			sm.StoreHasLeader.Set(boolGauge(st.Status().LeaderID != 0))
+			hasLeader := st.Status().LeaderID != 0
+			sm.StoreHasLeader.Set(boolGauge(hasLeader))
+			// The nameserver answers from its view either way; without a
+			// leader that view may be behind.
+			sm.DNSStale.Set(boolGauge(!hasLeader))
 		}
 	})
 	sn.goRun(func(ctx context.Context) { housekeeping(ctx, q, evlog, prober, cfg.Events, log) })
@@ -629,6 +707,7 @@ func (sn *Supernode) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	sn.srv.Shutdown(ctx)
+	sn.DNS.Close()
 	sn.stop()
 	sn.wg.Wait()
 	sn.Store.Close()

@@ -19,7 +19,7 @@ func TestInitRefusesBadInputAndWritesNothing(t *testing.T) {
 		{"bad supernode name", Config{Name: "Bad_Name", Listen: "127.0.0.1:7420"}, "DNS label"},
 		{"bad federation name", Config{Name: "sn1", Federation: "a b", Listen: "127.0.0.1:7420"}, "federation name"},
 		{"listen without port", Config{Name: "sn1", Listen: "127.0.0.1"}, "HOST:PORT"},
-		{"listen port too high", Config{Name: "sn1", Listen: "127.0.0.1:65535"}, "port from 1 to 65533"},
+		{"listen port too high", Config{Name: "sn1", Listen: "127.0.0.1:65533"}, "port from 1 to 65532"},
 		{"wildcard listen without advertise", Config{Name: "sn1", Listen: "0.0.0.0:7420"}, "--advertise"},
 		{"session TTL too short", Config{Name: "sn1", Listen: "127.0.0.1:7420", SessionTTL: time.Second}, "session_ttl"},
 		{"dead_after shorter than three probes", Config{Name: "sn1", Listen: "127.0.0.1:7420", Quorum: quorum.Config{DeadAfter: 2 * time.Second}}, "dead_after"},

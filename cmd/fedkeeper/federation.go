@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -55,6 +56,7 @@ func initCmd() *cobra.Command {
 	fl.StringVar(&cfg.StoreListen, "store-listen", "", "HOST:PORT of the store client port (default: 127.0.0.1, API port + 2)")
 	fl.DurationVar(&cfg.SessionTTL, "session-ttl", 0, "how long a node stays alive without renewing its session (default 15s)")
 	quorumFlags(fl, &cfg.Quorum, &cfg.Projects)
+	dnsFlags(fl, &cfg.DNS)
 	fl.StringVar(&cfg.Site, "site", "", "site (organisation) running the supernode")
 	cmd.MarkFlagRequired("name")
 	cmd.MarkFlagRequired("listen")
@@ -69,6 +71,13 @@ func quorumFlags(fl *pflag.FlagSet, q *quorum.Config, projects *[]string) {
 	fl.DurationVar(&q.DeadAfter, "dead-after", 0, "how long a voter may be unreachable before a standby replaces it (default 30s)")
 	fl.DurationVar(&q.ProbeInterval, "probe-interval", 0, "how often supernodes check each other (default 1s)")
 	fl.IntVar(&q.TargetVoters, "target-voters", 0, "how many voting supernodes the autopilot keeps (default 3)")
+}
+
+// dnsFlags configure the supernode's nameserver when it is created.
+func dnsFlags(fl *pflag.FlagSet, d *supernode.DNSConfig) {
+	fl.StringVar(&d.Listen, "dns-listen", "", "HOST:PORT of the nameserver, UDP and TCP (default: API host, API port + 3)")
+	fl.StringVar(&d.Domain, "dns-domain", "", "zone the nameserver answers for (default "+supernode.DefaultDNSDomain+")")
+	fl.DurationVar(&d.TTL, "dns-ttl", 0, "TTL of DNS answers, whole seconds (default 5s)")
 }
 
 func orDefault(s, def string) string {
@@ -128,6 +137,7 @@ starts need only --data-dir.`,
 	fl.StringVar(&jc.Site, "site", "", "site (organisation) running the supernode, with --join")
 	fl.DurationVar(&jc.SessionTTL, "session-ttl", 0, "how long a node stays alive without renewing its session (default 15s), with --join")
 	quorumFlags(fl, &jc.Quorum, &jc.Projects)
+	dnsFlags(fl, &jc.DNS)
 
 	var peerURL string
 	var standby bool
@@ -316,8 +326,11 @@ func devCmd() *cobra.Command {
 			fmt.Printf("API:          %s\n", sn.URL())
 			fmt.Printf("credentials:  %s\n", creds)
 			fmt.Printf("CA hash:      %s\n", sn.CA.Hash())
+			fmt.Printf("DNS:          %s (zone %s)\n", sn.DNS.Addr(), sn.Config.DNS.Domain)
 			fmt.Printf("data:         %s\n", dir)
 			fmt.Printf("try:          FEDKEEPER_CREDENTIALS=%s fedkeeper nodes list\n", creds)
+			dnsHost, dnsPort, _ := net.SplitHostPort(sn.DNS.Addr())
+			fmt.Printf("              dig @%s -p %s %s.node.%s\n", dnsHost, dnsPort, acfg.Name, sn.Config.DNS.Domain)
 			select {
 			case <-ctx.Done():
 			case err := <-sn.Err():
