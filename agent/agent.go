@@ -5,10 +5,23 @@
 //
 // Data directory layout:
 //
-//	agent.yaml   configuration (see Config), written on first join
-//	node.key     the node's private key; it never leaves this directory
-//	node.crt     the node's certificate, signed by the federation CA
-//	ca.crt       the federation CA, pinned by its hash at join time
+//	agent.yaml     configuration (see Config), written on first join
+//	node.key       the node's private key; it never leaves this directory
+//	node.crt       the node's certificate, signed by the federation CA
+//	ca.crt         the federation CA, pinned by its hash at join time
+//	services.json  services registered through the local API
+//	agent.sock     the local API's Unix socket, for the node's own user
+//
+// The local API registers the node's services at run time:
+//
+//	GET    /v1/agent/services       every service with its status
+//	PUT    /v1/agent/services/{id}  register a services.Registration
+//	DELETE /v1/agent/services/{id}  deregister
+//
+// Services declared in agent.yaml are the operator's: the local API does
+// not replace or delete them. A service lives in the federation as long as
+// the node's session: an agent that stops without leaving takes its
+// services with it once its session lapses.
 package agent
 
 import (
@@ -41,6 +54,7 @@ import (
 	"github.com/fedkeeper/fedkeeper/membership"
 	"github.com/fedkeeper/fedkeeper/metrics"
 	"github.com/fedkeeper/fedkeeper/pki"
+	"github.com/fedkeeper/fedkeeper/services"
 )
 
 // Config is an agent's configuration.
@@ -66,6 +80,9 @@ type Config struct {
 	// Components are the node's components whose configuration files the
 	// agent keeps.
 	Components []ComponentConfig `yaml:"components,omitempty"`
+	// Services are the services the node runs, registered with the
+	// federation while the agent's session lives.
+	Services []services.Registration `yaml:"services,omitempty"`
 }
 
 // certCheckName is the self-check every agent runs on its own certificate.
@@ -74,6 +91,16 @@ const certCheckName = "agent-certificate"
 // checks are the configured self-checks and the agent's own.
 func (c Config) checks(dir string) []health.CheckConfig {
 	return append(slices.Clone(c.Checks), health.CheckConfig{Name: certCheckName, Type: "cert", CertFile: filepath.Join(dir, certFile), MinDays: 14, Interval: time.Hour})
+}
+
+// declaredServices are the services of the configuration with their
+// defaults filled in.
+func (c Config) declaredServices() []services.Registration {
+	regs := make([]services.Registration, len(c.Services))
+	for i, r := range c.Services {
+		regs[i] = r.WithDefaults(c.Profile.Project)
+	}
+	return regs
 }
 
 // Validate checks the configuration before anything is sent or written.
@@ -109,6 +136,9 @@ func (c Config) Validate() error {
 	// The agent's own check is named here only to keep its name reserved.
 	if err := health.ValidateChecks(c.checks("/")); err != nil {
 		return fmt.Errorf("checks: %w", err)
+	}
+	if err := services.ValidateSet(c.declaredServices()); err != nil {
+		return fmt.Errorf("services: %w", err)
 	}
 	return nil
 }
@@ -160,6 +190,9 @@ type Agent struct {
 	ca     *x509.Certificate
 	client *client.Client
 	srv    *http.Server
+	// local serves the local API; svcs are the services it registers.
+	local *http.Server
+	svcs  *serviceTable
 
 	stop    context.CancelFunc
 	done    chan struct{}
@@ -177,36 +210,43 @@ type Agent struct {
 // node's session and keeps it alive in the background. It returns once the
 // node is admitted and alive; a request waiting for approval keeps it
 // waiting until ctx ends.
-func Start(ctx context.Context, dir string, cfg Config, token string) (*Agent, error) {
+func Start(ctx context.Context, dir string, cfg Config, token string) (_ *Agent, err error) {
 	a := &Agent{cfg: cfg, dir: dir, log: slog.Default().With("agent", cfg.Name), done: make(chan struct{}), fatalCh: make(chan struct{})}
-	ln, err := a.listen()
-	if err != nil {
+	var ln, localLn net.Listener
+	defer func() {
+		if err != nil {
+			closeListener(ln)
+			closeListener(localLn)
+		}
+	}()
+	if ln, err = a.listen(); err != nil {
 		return nil, err
 	}
 	if err := a.cfg.Validate(); err != nil {
-		closeListener(ln)
 		return nil, fmt.Errorf("agent configuration: %w", err)
 	}
 	// Saved as given, so a free port picked now is picked afresh next time.
 	if err := SaveConfig(dir, cfg); err != nil {
-		closeListener(ln)
+		return nil, err
+	}
+	if a.svcs, err = openServiceTable(dir, a.cfg.Profile.Project, a.cfg.declaredServices(), a.log); err != nil {
+		return nil, err
+	}
+	if localLn, err = listenLocal(dir); err != nil {
 		return nil, err
 	}
 	if err := a.join(ctx, token); err != nil {
-		closeListener(ln)
 		return nil, err
 	}
 	if a.session, err = client.OpenSession(ctx, a.client, a.log); err != nil {
 		var apiErr *client.Error
 		if errors.As(err, &apiErr) || !a.identityFromDisk {
-			closeListener(ln)
 			return nil, err
 		}
 		a.session = nil // opened in the background once a supernode answers
 	}
 	absDir, err := filepath.Abs(dir)
 	if err != nil {
-		closeListener(ln)
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	a.checks = health.NewRunner(a.cfg.checks(absDir), a.log)
@@ -221,6 +261,9 @@ func Start(ctx context.Context, dir string, cfg Config, token string) (*Agent, e
 		}
 		return nil, err
 	}
+	a.svcs.start(runCtx)
+	go a.svcs.syncTo(runCtx, a.client, a.cfg.Name)
+	a.serveLocal(localLn)
 	go a.run(runCtx)
 	a.log.Info("agent running", "project", a.cfg.Profile.Project, "address", a.cfg.Profile.Address, "servers", a.client.Servers())
 	return a, nil
@@ -426,6 +469,7 @@ func (a *Agent) run(ctx context.Context) {
 		if err == nil {
 			a.session = s
 			a.log.Info("federation reachable again; session open")
+			a.svcs.sessionOpened()
 			break
 		}
 		var apiErr *client.Error
@@ -437,6 +481,7 @@ func (a *Agent) run(ctx context.Context) {
 			return
 		}
 	}
+	a.session.OnOpen = a.svcs.sessionOpened
 	if err := a.session.Keep(ctx); err != nil {
 		a.setFatal(err)
 	}
@@ -541,6 +586,16 @@ func (a *Agent) serve(ln net.Listener) {
 	go a.srv.ServeTLS(ln, "", "")
 }
 
+// serveLocal runs the local API on ln.
+func (a *Agent) serveLocal(ln net.Listener) {
+	a.local = &http.Server{
+		Handler:           a.svcs.handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	go a.local.Serve(ln)
+}
+
 func (a *Agent) checkSamples() []metrics.CheckSample {
 	var out []metrics.CheckSample
 	for _, r := range a.checks.Results() {
@@ -579,8 +634,11 @@ func (a *Agent) Leave(ctx context.Context) error {
 	return Leave(ctx, a.dir)
 }
 
-// Close stops the agent. Its session lapses after its TTL unless it left.
+// Close stops the agent. Its session lapses after its TTL unless it left,
+// and its services with it.
 func (a *Agent) Close() {
+	// Closing the listener removes the socket.
+	a.local.Close()
 	if a.stop != nil {
 		a.stop()
 		<-a.done

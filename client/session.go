@@ -16,6 +16,12 @@ var ErrRemoved = errors.New("removed from the federation")
 // it survives the loss of any one supernode: the lease lives in the
 // replicated store and any supernode renews it.
 type Session struct {
+	// OnOpen, if set, is called after Keep has opened a new session in
+	// place of one that lapsed: whatever the node had bound to the old
+	// lease is gone and must be registered again. (The first session is
+	// open when OpenSession returns.) Set it before calling Keep.
+	OnOpen func()
+
 	c     *Client
 	log   *slog.Logger
 	lease int64
@@ -69,8 +75,12 @@ func (s *Session) Keep(ctx context.Context) error {
 		case err == nil:
 		case errors.As(err, &apiErr) && apiErr.Code == "session_expired":
 			s.log.Warn("session expired; opening a new one")
-			if err := s.open(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("cannot open a new session", "err", err)
+			if err := s.open(ctx); err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("cannot open a new session", "err", err)
+				}
+			} else if s.OnOpen != nil {
+				s.OnOpen()
 			}
 		case errors.As(err, &apiErr) && apiErr.Code == "not_member":
 			return fmt.Errorf("%w: %w", ErrRemoved, err)

@@ -40,7 +40,7 @@ func main() {
 	admin := &adminFlags{}
 	root.AddCommand(
 		initCmd(), supernodeCmd(admin), supernodesCmd(admin), snapshotCmd(admin), devCmd(),
-		agentCmd(), leaveCmd(),
+		agentCmd(), leaveCmd(), serviceCmd(admin),
 		tokenCmd(admin), nodesCmd(admin), nodemapCmd(admin), eventsCmd(admin), metricsCmd(admin), kvCmd(admin), configCmd(admin),
 		benchCmd(),
 	)
