@@ -153,6 +153,14 @@ func (f *hcFed) startAgent(t *testing.T, name string, checks []health.CheckConfi
 func hcStartAgent(t *testing.T, first *testcluster.Supernode, creds, name, host, dir string,
 	start func(name string, args ...string) *testcluster.Proc, checks []health.CheckConfig) *hcAgent {
 	t.Helper()
+	return hcStartAgentWith(t, first, creds, name, host, dir, start, func(cfg *agent.Config) { cfg.Checks = checks })
+}
+
+// hcStartAgentWith is hcStartAgent with the rest of the agent's
+// configuration set by configure.
+func hcStartAgentWith(t *testing.T, first *testcluster.Supernode, creds, name, host, dir string,
+	start func(name string, args ...string) *testcluster.Proc, configure func(*agent.Config)) *hcAgent {
+	t.Helper()
 	token, err := first.Admin("token", "create", "--credentials", creds)
 	if err != nil {
 		t.Fatal(err)
@@ -164,8 +172,8 @@ func hcStartAgent(t *testing.T, first *testcluster.Supernode, creds, name, host,
 		CAHash:  first.CAHash,
 		Profile: membership.Profile{Project: "CMIP6", Site: "Site " + name, Address: addr},
 		Listen:  addr,
-		Checks:  checks,
 	}
+	configure(&cfg)
 	if err := agent.SaveConfig(dir, cfg); err != nil {
 		t.Fatal(err)
 	}
