@@ -396,6 +396,10 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, udp bool) {
 // respond builds the answer to req, sized for its transport.
 func (s *Server) respond(req *dns.Msg, udp bool) *dns.Msg {
 	resp := new(dns.Msg).SetReply(req)
+	// Every record of an answer repeats the owner name: compressed, an
+	// answer is about half the size, so twice as many records fit in a
+	// UDP answer before it must be truncated.
+	resp.Compress = true
 	opt := req.IsEdns0()
 	if opt != nil && opt.Version() != 0 {
 		resp.Rcode = dns.RcodeBadVers

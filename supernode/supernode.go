@@ -271,7 +271,7 @@ func InitLoopback(dir string, cfg Config) (InitResult, error) {
 		if *addr != "" {
 			continue
 		}
-		free, err := freeLoopbackPort()
+		free, err := FreeLoopbackPort()
 		if err != nil {
 			return InitResult{}, err
 		}
@@ -280,9 +280,9 @@ func InitLoopback(dir string, cfg Config) (InitResult, error) {
 	return Init(dir, cfg)
 }
 
-// freeLoopbackPort finds a loopback port free for both TCP and UDP, since
-// the nameserver takes both.
-func freeLoopbackPort() (string, error) {
+// FreeLoopbackPort finds a 127.0.0.1 port free for both TCP and UDP, as a
+// nameserver needs.
+func FreeLoopbackPort() (string, error) {
 	for range 20 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
