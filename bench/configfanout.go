@@ -255,7 +255,7 @@ func fanoutFedkeeper(ctx context.Context, agents, trials int, levels []int, prog
 	r := &fanoutRun{dir: dir, progress: progress}
 	defer r.close()
 	snDir := filepath.Join(dir, "supernode")
-	if r.sn, err = startSupernode(ctx, snDir); err != nil {
+	if r.sn, err = startSupernode(ctx, snDir, supernode.Config{}); err != nil {
 		return nil, fmt.Errorf("start the supernode: %w", err)
 	}
 	if r.creds, err = client.LoadCredentials(filepath.Join(snDir, supernode.CredentialsFile)); err != nil {

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -28,7 +27,6 @@ const (
 	zkLogJar       = "/usr/share/java/slf4j-simple.jar"
 	zkMain         = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 	zkStartLimit   = time.Minute
-	zkStopLimit    = 10 * time.Second
 	zkSession      = 30 * time.Second
 	zkConnectLimit = 30 * time.Second
 	zkConnectors   = 32
@@ -202,10 +200,8 @@ func fanoutZookeeper(ctx context.Context, watchers, trials int, levels []int, pr
 
 // zkServer is a ZooKeeper server process this bench started.
 type zkServer struct {
+	*peerProcess
 	addr string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
 }
 
 // startZookeeper writes a standalone configuration in dir, with a free
@@ -256,24 +252,13 @@ admin.enableServer=false
 	if err := os.WriteFile(cfgFile, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	s := &zkServer{addr: addr.String(), log: filepath.Join(dir, "zookeeper.log"), done: make(chan struct{})}
-	lf, err := os.Create(s.log)
+	peer, err := startPeer("ZooKeeper", filepath.Join(dir, "zookeeper.log"), exec.Command(java, "-cp", strings.Join(cp, ":"),
+		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-Dzookeeper.admin.enableServer=false",
+		zkMain, cfgFile))
 	if err != nil {
 		return nil, err
 	}
-	s.cmd = exec.Command(java, "-cp", strings.Join(cp, ":"),
-		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-Dzookeeper.admin.enableServer=false",
-		zkMain, cfgFile)
-	s.cmd.Stdout, s.cmd.Stderr = lf, lf
-	if err := s.cmd.Start(); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("start ZooKeeper: %w", err)
-	}
-	go func() {
-		s.cmd.Wait()
-		lf.Close()
-		close(s.done)
-	}()
+	s := &zkServer{peerProcess: peer, addr: addr.String()}
 	t0 := time.Now()
 	c, err := s.connect(ctx, zkStartLimit)
 	if err != nil {
@@ -335,28 +320,6 @@ func (s *zkServer) version() string {
 		}
 	}
 	return ""
-}
-
-// stop ends the server with SIGTERM, or SIGKILL if it lingers.
-func (s *zkServer) stop(progress io.Writer) {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-		return
-	case <-time.After(zkStopLimit):
-	}
-	fmt.Fprintf(progress, "ZooKeeper (pid %d) still running %s after SIGTERM; killing it\n", s.cmd.Process.Pid, zkStopLimit)
-	s.cmd.Process.Kill()
-	select {
-	case <-s.done:
-	case <-time.After(zkStopLimit):
-		fmt.Fprintf(progress, "ZooKeeper (pid %d) still running after SIGKILL\n", s.cmd.Process.Pid)
-	}
 }
 
 // zkQuiet drops the ZooKeeper client's own log lines (one per session

@@ -33,7 +33,7 @@ func Join(ctx context.Context, agents int, progress io.Writer) (Result, error) {
 		return nil, fmt.Errorf("make temporary directory: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	sn, err := startSupernode(ctx, filepath.Join(dir, "supernode"))
+	sn, err := startSupernode(ctx, filepath.Join(dir, "supernode"), supernode.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -100,8 +100,9 @@ func Join(ctx context.Context, agents int, progress io.Writer) (Result, error) {
 
 // startSupernode initialises and starts a one-supernode federation on free
 // loopback ports.
-func startSupernode(ctx context.Context, dir string) (*supernode.Supernode, error) {
-	if _, err := supernode.InitLoopback(dir, supernode.Config{Name: "bench-supernode", Federation: "bench"}); err != nil {
+func startSupernode(ctx context.Context, dir string, cfg supernode.Config) (*supernode.Supernode, error) {
+	cfg.Name, cfg.Federation = "bench-supernode", "bench"
+	if _, err := supernode.InitLoopback(dir, cfg); err != nil {
 		return nil, err
 	}
 	return supernode.Start(ctx, dir)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -54,7 +55,7 @@ supernode and waits until it is back as the standby.`,
 	failover.Flags().DurationVar(&deadAfter, "dead-after", 3*time.Second, "how long a voter may be unreachable before the standby replaces it")
 	cmd.AddCommand(failover)
 	cmd.AddCommand(detectCmd(), membersCmd())
-	cmd.AddCommand(configFanoutCmd())
+	cmd.AddCommand(configFanoutCmd(), dnsCmd())
 	return cmd
 }
 
@@ -154,6 +155,44 @@ file, then the commit), a ZooKeeper set one.`,
 	cmd.Flags().IntVar(&agents, "agents", 100, "how many agents (and ZooKeeper watchers) follow the configuration")
 	cmd.Flags().IntVar(&trials, "trials", 5, "how many commits are timed, after one warm-up")
 	cmd.Flags().IntVar(&publishers, "publishers-max", 32, "concurrent publishers (and ZooKeeper writers) of the second throughput measure")
+	return cmd
+}
+
+func dnsCmd() *cobra.Command {
+	var o bench.DNSOptions
+	cmd := &cobra.Command{
+		Use:   "dns",
+		Short: "Queries per second of fedkeeper's nameserver under dnsperf, with NSD serving the same records as the peer",
+		Long: `Run one supernode in this process on loopback, admit members that each
+have their own address and hold their sessions open, and register
+--services services with --instances instances each, all passing,
+through the service registry. Write the same records as a static zone
+for NSD (Debian's nsd package), run it in the foreground on another
+loopback port, and check that both servers give the same answers to
+every distinct query of the query file: service A queries mostly, with
+SRV queries, node queries and names that do not exist.
+
+Then run dnsperf (Debian's dnsperf package) with EDNS0 for --duration
+against fedkeeper and NSD in turns, --rounds times each; each server's
+figures are the median of its runs (with two, their mean) and its lost
+queries their sum. NSD runs --nsd-servers server processes, without
+response rate limiting.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := bench.DNS(cmd.Context(), o, os.Stderr)
+			if err != nil {
+				return err
+			}
+			return printResult(res)
+		},
+	}
+	cmd.Flags().IntVar(&o.Services, "services", 20, "how many services are registered")
+	cmd.Flags().IntVar(&o.Instances, "instances", 5, "instances of each service, each on its own member")
+	cmd.Flags().DurationVar(&o.Duration, "duration", 10*time.Second, "length of one dnsperf run, in whole seconds")
+	cmd.Flags().IntVar(&o.Rounds, "rounds", 2, "dnsperf runs against each server, taken in turns")
+	cmd.Flags().IntVar(&o.Clients, "clients", 4, "dnsperf clients (-c), each with its own socket")
+	cmd.Flags().IntVar(&o.Threads, "threads", 1, "dnsperf thread pairs (-T)")
+	cmd.Flags().IntVar(&o.NSDServers, "nsd-servers", runtime.NumCPU(), "NSD server processes (server-count); all CPUs by default, as fedkeeper may use")
 	return cmd
 }
 
