@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -23,6 +22,7 @@ import (
 	"github.com/fedkeeper/fedkeeper/api"
 	"github.com/fedkeeper/fedkeeper/client"
 	"github.com/fedkeeper/fedkeeper/health"
+	"github.com/fedkeeper/fedkeeper/internal/apijson"
 	"github.com/fedkeeper/fedkeeper/internal/atomicfile"
 	"github.com/fedkeeper/fedkeeper/internal/wait"
 	"github.com/fedkeeper/fedkeeper/services"
@@ -141,7 +141,7 @@ func openServiceTable(dir, project string, declared []services.Registration, log
 		return nil, fmt.Errorf("read registered services: %w", err)
 	}
 	var kept []services.Registration
-	if err := unmarshalStrict(bytes.NewReader(b), &kept); err != nil {
+	if err := apijson.Unmarshal(bytes.NewReader(b), &kept); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var regs []services.Registration
@@ -431,12 +431,12 @@ const maxLocalBody = 1 << 20
 func (t *serviceTable) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/agent/services", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, t.list())
+		apijson.Write(w, http.StatusOK, t.list())
 	})
 	mux.HandleFunc("PUT /v1/agent/services/{id}", func(w http.ResponseWriter, r *http.Request) {
 		var reg services.Registration
-		if err := decodeStrict(w, r, &reg); err != nil {
-			writeFailure(w, err)
+		if err := apijson.Decode(w, r, &reg, maxLocalBody); err != nil {
+			apijson.Error(w, http.StatusBadRequest, "bad_request", err.Error())
 			return
 		}
 		id := r.PathValue("id")
@@ -444,7 +444,7 @@ func (t *serviceTable) handler() http.Handler {
 		case reg.ID == "":
 			reg.ID = id
 		case reg.ID != id:
-			writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("id %q in the body differs from %q in the path", reg.ID, id))
+			apijson.Error(w, http.StatusBadRequest, "invalid", fmt.Sprintf("id %q in the body differs from %q in the path", reg.ID, id))
 			return
 		}
 		s, err := t.register(reg.WithDefaults(t.project))
@@ -452,7 +452,7 @@ func (t *serviceTable) handler() http.Handler {
 			writeFailure(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, s)
+		apijson.Write(w, http.StatusOK, s)
 	})
 	mux.HandleFunc("DELETE /v1/agent/services/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if err := t.deregister(r.PathValue("id")); err != nil {
@@ -464,66 +464,13 @@ func (t *serviceTable) handler() http.Handler {
 	return mux
 }
 
-var errTrailingData = errors.New("unexpected data after the JSON value")
-
-// unmarshalStrict decodes the one JSON value r holds: unknown fields and
-// trailing data are errors, so that a typo does not quietly register
-// something else than meant.
-func unmarshalStrict(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	switch _, err := dec.Token(); {
-	case errors.Is(err, io.EOF):
-		return nil
-	case err == nil:
-		return errTrailingData
-	default:
-		return fmt.Errorf("%w: %w", errTrailingData, err)
-	}
-}
-
-// decodeStrict reads a request body of at most maxLocalBody bytes with
-// unmarshalStrict.
-func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
-	err := unmarshalStrict(http.MaxBytesReader(w, r.Body, maxLocalBody), v)
-	var tooLarge *http.MaxBytesError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &tooLarge):
-		err = fmt.Errorf("request body is larger than %d bytes", tooLarge.Limit)
-	case errors.Is(err, io.EOF):
-		err = errors.New("request body is empty; want a JSON object")
-	default:
-		err = fmt.Errorf("request body: %w", err)
-	}
-	return &localError{http.StatusBadRequest, "bad_request", err.Error()}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-// writeError answers in the federation API's error shape, which
-// client.Error decodes.
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg, "code": code})
-}
-
 func writeFailure(w http.ResponseWriter, err error) {
 	var le *localError
 	if errors.As(err, &le) {
-		writeError(w, le.status, le.code, le.msg)
+		apijson.Error(w, le.status, le.code, le.msg)
 		return
 	}
-	writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	apijson.Error(w, http.StatusInternalServerError, "internal", err.Error())
 }
 
 // maxSocketPath is the longest path a Unix socket may have on Linux.

@@ -22,6 +22,7 @@ import (
 	"github.com/fedkeeper/fedkeeper/api"
 	"github.com/fedkeeper/fedkeeper/client"
 	"github.com/fedkeeper/fedkeeper/health"
+	"github.com/fedkeeper/fedkeeper/internal/apijson"
 	"github.com/fedkeeper/fedkeeper/services"
 )
 
@@ -417,7 +418,7 @@ func newFakeFed(t *testing.T) *fakeFed {
 		f.expired = false
 		lease := f.lease
 		f.mu.Unlock()
-		writeJSON(w, http.StatusOK, map[string]int64{"lease": lease, "ttl_s": 1})
+		apijson.Write(w, http.StatusOK, map[string]int64{"lease": lease, "ttl_s": 1})
 	})
 	mux.HandleFunc("POST /v1/session/renew", func(w http.ResponseWriter, r *http.Request) {
 		var in struct{ Lease int64 }
@@ -426,17 +427,17 @@ func newFakeFed(t *testing.T) *fakeFed {
 		ok := in.Lease == f.lease && !f.expired
 		f.mu.Unlock()
 		if !ok {
-			writeError(w, http.StatusNotFound, "session_expired", "no such session")
+			apijson.Error(w, http.StatusNotFound, "session_expired", "no such session")
 			return
 		}
-		writeJSON(w, http.StatusOK, struct{}{})
+		apijson.Write(w, http.StatusOK, struct{}{})
 	})
 	mux.HandleFunc("PUT /v1/services/nodes/node1", func(w http.ResponseWriter, r *http.Request) {
 		var set api.ServiceSet
 		dec := json.NewDecoder(r.Body)
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&set); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+			apijson.Error(w, http.StatusBadRequest, "bad_request", err.Error())
 			return
 		}
 		f.mu.Lock()
@@ -449,10 +450,10 @@ func newFakeFed(t *testing.T) *fakeFed {
 			status, code = answer(n)
 		}
 		if status == 0 {
-			writeJSON(w, http.StatusOK, map[string]int64{"revision": int64(n + 1)})
+			apijson.Write(w, http.StatusOK, map[string]int64{"revision": int64(n + 1)})
 			return
 		}
-		writeError(w, status, code, "refused by the test")
+		apijson.Error(w, status, code, "refused by the test")
 	})
 	f.srv = httptest.NewTLSServer(mux)
 	t.Cleanup(f.srv.Close)

@@ -5,10 +5,8 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -21,6 +19,7 @@ import (
 	"github.com/fedkeeper/fedkeeper/configsync"
 	"github.com/fedkeeper/fedkeeper/events"
 	"github.com/fedkeeper/fedkeeper/health"
+	"github.com/fedkeeper/fedkeeper/internal/apijson"
 	"github.com/fedkeeper/fedkeeper/internal/version"
 	"github.com/fedkeeper/fedkeeper/kv"
 	"github.com/fedkeeper/fedkeeper/membership"
@@ -136,7 +135,7 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("DELETE /v1/kv/{key...}", s.auth(staff, s.deleteKV))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+		apijson.Error(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	// Every store request of the API fails fast, rather than hangs, on a
 	// supernode that has lost the store's leader: the client then tries
@@ -150,7 +149,7 @@ func (s *Server) Handler() http.Handler {
 		// so a supernode that knows it has no leader says so itself at
 		// once: the client asks another supernode.
 		if s.Store != nil && r.URL.Path != "/v1/live" && r.URL.Path != "/v1/ca" && r.URL.Path != "/metrics" && s.Store.Status().LeaderID == 0 {
-			writeError(w, http.StatusServiceUnavailable, "unavailable", "this supernode has lost the store's quorum; ask another")
+			apijson.Error(w, http.StatusServiceUnavailable, "unavailable", "this supernode has lost the store's quorum; ask another")
 			return
 		}
 		ctx := clientv3.WithRequireLeader(r.Context())
@@ -171,12 +170,12 @@ type handler func(w http.ResponseWriter, r *http.Request, id pki.Identity)
 func (s *Server) auth(roles []pki.Role, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-			writeError(w, http.StatusUnauthorized, "no_certificate", "this endpoint needs a client certificate issued by the federation")
+			apijson.Error(w, http.StatusUnauthorized, "no_certificate", "this endpoint needs a client certificate issued by the federation")
 			return
 		}
 		id, err := pki.IdentityOf(r.TLS.PeerCertificates[0])
 		if err != nil {
-			writeError(w, http.StatusUnauthorized, "bad_certificate", err.Error())
+			apijson.Error(w, http.StatusUnauthorized, "bad_certificate", err.Error())
 			return
 		}
 		if err := s.Members.Authorize(r.Context(), id); err != nil {
@@ -188,7 +187,7 @@ func (s *Server) auth(roles []pki.Role, h handler) http.Handler {
 			allowed = allowed || role == id.Role
 		}
 		if !allowed {
-			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s %q may not %s %s", id.Role, id.Name, r.Method, r.URL.Path))
+			apijson.Error(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s %q may not %s %s", id.Role, id.Name, r.Method, r.URL.Path))
 			return
 		}
 		h(w, r, id)
@@ -198,18 +197,6 @@ func (s *Server) auth(roles []pki.Role, h handler) http.Handler {
 // mayActOn is the rule "a member can change only its own records".
 func mayActOn(id pki.Identity, name string) bool {
 	return id.Role == pki.RoleAdmin || id.Name == name
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg, "code": code})
 }
 
 // fail answers err with the status its class calls for.
@@ -240,16 +227,16 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		{services.ErrConflict, http.StatusConflict, "conflict"},
 	} {
 		if errors.Is(err, c.err) {
-			writeError(w, c.status, c.code, err.Error())
+			apijson.Error(w, c.status, c.code, err.Error())
 			return
 		}
 	}
 	if status, code, ok := storeTrouble(err); ok {
-		writeError(w, status, code, "this supernode's store did not serve the request: "+err.Error())
+		apijson.Error(w, status, code, "this supernode's store did not serve the request: "+err.Error())
 		return
 	}
 	s.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	apijson.Error(w, http.StatusInternalServerError, "internal", err.Error())
 }
 
 // wantsStream tells a request for Server-Sent Events.
@@ -292,33 +279,11 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // decodeLimit is decode for a body of up to limit bytes.
 func decodeLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		msg := "request body: " + err.Error()
-		if err == io.EOF {
-			msg = "request body is empty; want a JSON object"
-		}
-		writeError(w, http.StatusBadRequest, "bad_request", bodyTooLarge(err, msg))
-		return false
-	}
-	// Whitespace may follow the value; anything else, or a body that goes
-	// on past MaxBody, is refused.
-	if _, err := dec.Token(); err != io.EOF {
-		writeError(w, http.StatusBadRequest, "bad_request", bodyTooLarge(err, "request body: unexpected data after the JSON value"))
+	if err := apijson.Decode(w, r, v, limit); err != nil {
+		apijson.Error(w, http.StatusBadRequest, "bad_request", err.Error())
 		return false
 	}
 	return true
-}
-
-// bodyTooLarge is the message for a body over MaxBody if err says so, and
-// msg otherwise.
-func bodyTooLarge(err error, msg string) string {
-	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
-		return fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)
-	}
-	return msg
 }
 
 // blockingQuery handles ?index=N&wait=D: when index is given the request
@@ -331,13 +296,13 @@ func blockingQuery(w http.ResponseWriter, r *http.Request, current func(context.
 	}
 	index, err := strconv.ParseInt(q.Get("index"), 10, 64)
 	if err != nil || index < 0 {
-		writeError(w, http.StatusBadRequest, "invalid", "index must be a non-negative integer")
+		apijson.Error(w, http.StatusBadRequest, "invalid", "index must be a non-negative integer")
 		return false
 	}
 	wait := 30 * time.Second
 	if ws := q.Get("wait"); ws != "" {
 		if wait, err = time.ParseDuration(ws); err != nil || wait <= 0 {
-			writeError(w, http.StatusBadRequest, "invalid", "wait must be a positive duration such as 30s")
+			apijson.Error(w, http.StatusBadRequest, "invalid", "wait must be a positive duration such as 30s")
 			return false
 		}
 	}
@@ -358,10 +323,10 @@ func setIndex(w http.ResponseWriter, rev int64) {
 
 func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	if s.Quorum != nil {
-		writeJSON(w, http.StatusOK, s.Quorum.Health())
+		apijson.Write(w, http.StatusOK, s.Quorum.Health())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.Name, "version": version.Version})
+	apijson.Write(w, http.StatusOK, map[string]string{"status": "ok", "node": s.Name, "version": version.Version})
 }
 
 func (s *Server) caCert(w http.ResponseWriter, r *http.Request) {
@@ -370,5 +335,5 @@ func (s *Server) caCert(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, id pki.Identity) {
-	writeJSON(w, http.StatusOK, map[string]any{"name": id.Name, "role": id.Role, "federation": id.Federation, "serial": id.Serial, "not_after": id.NotAfter})
+	apijson.Write(w, http.StatusOK, map[string]any{"name": id.Name, "role": id.Role, "federation": id.Federation, "serial": id.Serial, "not_after": id.NotAfter})
 }

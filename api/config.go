@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/fedkeeper/fedkeeper/configsync"
+	"github.com/fedkeeper/fedkeeper/internal/apijson"
 	"github.com/fedkeeper/fedkeeper/pki"
 )
 
@@ -60,7 +61,7 @@ func (s *Server) publishConfig(w http.ResponseWriter, r *http.Request, id pki.Id
 	files := map[string][]byte{}
 	for _, f := range in.Files {
 		if _, dup := files[f.Path]; dup {
-			writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("%s is given twice", f.Path))
+			apijson.Error(w, http.StatusBadRequest, "invalid", fmt.Sprintf("%s is given twice", f.Path))
 			return
 		}
 		files[f.Path] = f.Content
@@ -71,7 +72,7 @@ func (s *Server) publishConfig(w http.ResponseWriter, r *http.Request, id pki.Id
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, c)
+	apijson.Write(w, http.StatusCreated, c)
 }
 
 // RollbackRequest is the body of POST /v1/config/{project}/rollback.
@@ -87,7 +88,7 @@ func (s *Server) rollbackConfig(w http.ResponseWriter, r *http.Request, id pki.I
 		return
 	}
 	if in.Seq < 1 {
-		writeError(w, http.StatusBadRequest, "invalid", "seq must be a commit number, 1 or more")
+		apijson.Error(w, http.StatusBadRequest, "invalid", "seq must be a commit number, 1 or more")
 		return
 	}
 	l := configsync.Layer{Project: r.PathValue("project"), Component: in.Component, Node: in.Node}
@@ -96,13 +97,13 @@ func (s *Server) rollbackConfig(w http.ResponseWriter, r *http.Request, id pki.I
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, c)
+	apijson.Write(w, http.StatusCreated, c)
 }
 
 func (s *Server) configHistory(w http.ResponseWriter, r *http.Request, id pki.Identity) {
 	limit, err := intParam(r, "limit", 100)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		apijson.Error(w, http.StatusBadRequest, "invalid", err.Error())
 		return
 	}
 	list, err := s.Config.History(r.Context(), layerOf(r), int(limit))
@@ -110,7 +111,7 @@ func (s *Server) configHistory(w http.ResponseWriter, r *http.Request, id pki.Id
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, list)
+	apijson.Write(w, http.StatusOK, list)
 }
 
 // CommitWithFiles is a commit with its files' bytes.
@@ -122,7 +123,7 @@ type CommitWithFiles struct {
 func (s *Server) configCommit(w http.ResponseWriter, r *http.Request, id pki.Identity) {
 	seq, err := strconv.ParseInt(r.PathValue("seq"), 10, 64)
 	if err != nil || seq < 0 {
-		writeError(w, http.StatusBadRequest, "invalid", "commit number must be 0 (the newest) or more")
+		apijson.Error(w, http.StatusBadRequest, "invalid", "commit number must be 0 (the newest) or more")
 		return
 	}
 	c, err := s.Config.Commit(r.Context(), layerOf(r), seq)
@@ -137,14 +138,14 @@ func (s *Server) configCommit(w http.ResponseWriter, r *http.Request, id pki.Ide
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	apijson.Write(w, http.StatusOK, out)
 }
 
 func (s *Server) configDiff(w http.ResponseWriter, r *http.Request, id pki.Identity) {
 	from, err1 := intParam(r, "from", -1)
 	to, err2 := intParam(r, "to", -1)
 	if err1 != nil || err2 != nil || from < 0 || to < 0 {
-		writeError(w, http.StatusBadRequest, "invalid", "from and to must be commit numbers")
+		apijson.Error(w, http.StatusBadRequest, "invalid", "from and to must be commit numbers")
 		return
 	}
 	changes, err := s.Config.Diff(r.Context(), layerOf(r), from, to)
@@ -152,7 +153,7 @@ func (s *Server) configDiff(w http.ResponseWriter, r *http.Request, id pki.Ident
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, changes)
+	apijson.Write(w, http.StatusOK, changes)
 }
 
 func (s *Server) configStatus(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -161,7 +162,7 @@ func (s *Server) configStatus(w http.ResponseWriter, r *http.Request, id pki.Ide
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, list)
+	apijson.Write(w, http.StatusOK, list)
 }
 
 // effectiveConfig is what an agent applies; it is a blocking query on the
@@ -170,7 +171,7 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request, id pki.
 	project, component, node := r.PathValue("project"), r.PathValue("component"), r.URL.Query().Get("node")
 	if id.Role == pki.RoleMember {
 		if node != id.Name {
-			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("member %q may read only its own configuration (node=%s)", id.Name, id.Name))
+			apijson.Error(w, http.StatusForbidden, "forbidden", fmt.Sprintf("member %q may read only its own configuration (node=%s)", id.Name, id.Name))
 			return
 		}
 		n, err := s.Members.Get(r.Context(), id.Name)
@@ -179,7 +180,7 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request, id pki.
 			return
 		}
 		if !slices.Contains(n.Projects, project) {
-			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("member %q is not in project %s", id.Name, project))
+			apijson.Error(w, http.StatusForbidden, "forbidden", fmt.Sprintf("member %q is not in project %s", id.Name, project))
 			return
 		}
 	}
@@ -197,7 +198,7 @@ func (s *Server) effectiveConfig(w http.ResponseWriter, r *http.Request, id pki.
 		return
 	}
 	setIndex(w, eff.Revision)
-	writeJSON(w, http.StatusOK, eff)
+	apijson.Write(w, http.StatusOK, eff)
 }
 
 // ReportRequest is the body of PUT .../components/{component}/status.
@@ -219,7 +220,7 @@ func (s *Server) reportConfig(w http.ResponseWriter, r *http.Request, id pki.Ide
 			return
 		}
 		if !slices.Contains(n.Projects, r.PathValue("project")) {
-			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("member %q is not in project %s", id.Name, r.PathValue("project")))
+			apijson.Error(w, http.StatusForbidden, "forbidden", fmt.Sprintf("member %q is not in project %s", id.Name, r.PathValue("project")))
 			return
 		}
 	}
@@ -228,7 +229,7 @@ func (s *Server) reportConfig(w http.ResponseWriter, r *http.Request, id pki.Ide
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "recorded"})
+	apijson.Write(w, http.StatusOK, map[string]string{"status": "recorded"})
 }
 
 // intParam reads an integer query parameter, def when absent.

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/fedkeeper/fedkeeper/health"
+	"github.com/fedkeeper/fedkeeper/internal/apijson"
 	"github.com/fedkeeper/fedkeeper/membership"
 	"github.com/fedkeeper/fedkeeper/pki"
 )
@@ -24,7 +25,7 @@ func (s *Server) confirmHealth(w http.ResponseWriter, r *http.Request, id pki.Id
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	apijson.Write(w, http.StatusOK, v)
 }
 
 func (s *Server) healthRecords(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -33,7 +34,7 @@ func (s *Server) healthRecords(w http.ResponseWriter, r *http.Request, id pki.Id
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, recs)
+	apijson.Write(w, http.StatusOK, recs)
 }
 
 // withHealth fills in the nodes' health from their records, when this

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fedkeeper/fedkeeper/events"
+	"github.com/fedkeeper/fedkeeper/internal/apijson"
 	"github.com/fedkeeper/fedkeeper/internal/version"
 	"github.com/fedkeeper/fedkeeper/membership"
 	"github.com/fedkeeper/fedkeeper/pki"
@@ -35,7 +36,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	if ws := r.URL.Query().Get("wait"); ws != "" {
 		var err error
 		if wait, err = time.ParseDuration(ws); err != nil || wait <= 0 {
-			writeError(w, http.StatusBadRequest, "invalid", "wait must be a positive duration such as 30s")
+			apijson.Error(w, http.StatusBadRequest, "invalid", "wait must be a positive duration such as 30s")
 			return
 		}
 	}
@@ -71,7 +72,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	if res.Status == membership.StatusPending {
 		status = http.StatusAccepted
 	}
-	writeJSON(w, status, res)
+	apijson.Write(w, status, res)
 }
 
 func (s *Server) openSession(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -80,7 +81,7 @@ func (s *Server) openSession(w http.ResponseWriter, r *http.Request, id pki.Iden
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sess)
+	apijson.Write(w, http.StatusOK, sess)
 }
 
 func (s *Server) renewSession(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -94,7 +95,7 @@ func (s *Server) renewSession(w http.ResponseWriter, r *http.Request, id pki.Ide
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "renewed"})
+	apijson.Write(w, http.StatusOK, map[string]string{"status": "renewed"})
 }
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -110,7 +111,7 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request, id pki.Identi
 		return
 	}
 	setIndex(w, rev)
-	writeJSON(w, http.StatusOK, nodes)
+	apijson.Write(w, http.StatusOK, nodes)
 }
 
 func (s *Server) showNode(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -118,7 +119,7 @@ func (s *Server) showNode(w http.ResponseWriter, r *http.Request, id pki.Identit
 	// Members see only their own record: another node's detailed status is
 	// not theirs to query (the node map has what they need).
 	if id.Role == pki.RoleMember && id.Name != name {
-		writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("member %q may read only its own record", id.Name))
+		apijson.Error(w, http.StatusForbidden, "forbidden", fmt.Sprintf("member %q may read only its own record", id.Name))
 		return
 	}
 	n, err := s.Members.Get(r.Context(), name)
@@ -131,13 +132,13 @@ func (s *Server) showNode(w http.ResponseWriter, r *http.Request, id pki.Identit
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, n)
+	apijson.Write(w, http.StatusOK, n)
 }
 
 func (s *Server) updateNode(w http.ResponseWriter, r *http.Request, id pki.Identity) {
 	name := r.PathValue("name")
 	if !mayActOn(id, name) {
-		writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s %q may not change the record of %q", id.Role, id.Name, name))
+		apijson.Error(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s %q may not change the record of %q", id.Role, id.Name, name))
 		return
 	}
 	var p membership.Profile
@@ -149,13 +150,13 @@ func (s *Server) updateNode(w http.ResponseWriter, r *http.Request, id pki.Ident
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, n)
+	apijson.Write(w, http.StatusOK, n)
 }
 
 func (s *Server) removeNode(w http.ResponseWriter, r *http.Request, id pki.Identity) {
 	name := r.PathValue("name")
 	if !mayActOn(id, name) {
-		writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s %q may not remove %q", id.Role, id.Name, name))
+		apijson.Error(w, http.StatusForbidden, "forbidden", fmt.Sprintf("%s %q may not remove %q", id.Role, id.Name, name))
 		return
 	}
 	if err := s.Members.Remove(r.Context(), name); err != nil {
@@ -172,7 +173,7 @@ func (s *Server) removeNode(w http.ResponseWriter, r *http.Request, id pki.Ident
 		}
 	}
 	s.event(r, events.Event{Node: name, Kind: kind, By: id.Name})
-	writeJSON(w, http.StatusOK, map[string]string{"status": "removed", "node": name})
+	apijson.Write(w, http.StatusOK, map[string]string{"status": "removed", "node": name})
 }
 
 func (s *Server) approve(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -183,7 +184,7 @@ func (s *Server) approve(w http.ResponseWriter, r *http.Request, id pki.Identity
 	}
 	s.event(r, events.Event{Node: n.Name, Kind: "approved", Old: string(membership.StatusPending), New: string(membership.RoleMember), By: id.Name})
 	n.CertPEM = ""
-	writeJSON(w, http.StatusOK, n)
+	apijson.Write(w, http.StatusOK, n)
 }
 
 func (s *Server) deny(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -198,7 +199,7 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, id pki.Identity) {
 		return
 	}
 	s.event(r, events.Event{Node: r.PathValue("name"), Kind: "denied", Old: string(membership.StatusPending), New: string(membership.StatusDenied), By: id.Name, Message: in.Reason})
-	writeJSON(w, http.StatusOK, map[string]string{"status": "denied", "node": r.PathValue("name")})
+	apijson.Write(w, http.StatusOK, map[string]string{"status": "denied", "node": r.PathValue("name")})
 }
 
 // TokenRequest is the body of POST /v1/tokens.
@@ -224,7 +225,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, id pki.Iden
 	}
 	ttl, err := time.ParseDuration(in.TTL)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("ttl %q must be a duration such as 24h", in.TTL))
+		apijson.Error(w, http.StatusBadRequest, "invalid", fmt.Sprintf("ttl %q must be a duration such as 24h", in.TTL))
 		return
 	}
 	token, tok, err := s.Members.CreateToken(r.Context(), in.Project, in.Uses, ttl, id.Name)
@@ -232,7 +233,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, id pki.Iden
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, TokenResponse{Token: token, Project: tok.Project, Uses: tok.UsesLeft, ExpiresAt: tok.ExpiresAt})
+	apijson.Write(w, http.StatusCreated, TokenResponse{Token: token, Project: tok.Project, Uses: tok.UsesLeft, ExpiresAt: tok.ExpiresAt})
 }
 
 func (s *Server) nodemap(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -245,7 +246,7 @@ func (s *Server) nodemap(w http.ResponseWriter, r *http.Request, id pki.Identity
 		return
 	}
 	setIndex(w, m.Revision)
-	writeJSON(w, http.StatusOK, m)
+	apijson.Write(w, http.StatusOK, m)
 }
 
 func (s *Server) registrationXML(w http.ResponseWriter, r *http.Request, id pki.Identity) {

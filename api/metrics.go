@@ -9,6 +9,7 @@ import (
 
 	"github.com/fedkeeper/fedkeeper/client"
 	"github.com/fedkeeper/fedkeeper/health"
+	"github.com/fedkeeper/fedkeeper/internal/apijson"
 	"github.com/fedkeeper/fedkeeper/membership"
 	"github.com/fedkeeper/fedkeeper/metrics"
 	"github.com/fedkeeper/fedkeeper/pki"
@@ -25,7 +26,7 @@ type ProjectMetrics struct {
 }
 
 func (s *Server) localMetrics(w http.ResponseWriter, r *http.Request, id pki.Identity) {
-	writeJSON(w, http.StatusOK, s.History.Aggregate(r.URL.Query().Get("project")))
+	apijson.Write(w, http.StatusOK, s.History.Aggregate(r.URL.Query().Get("project")))
 }
 
 func (s *Server) projectMetrics(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -64,7 +65,7 @@ func (s *Server) projectMetrics(w http.ResponseWriter, r *http.Request, id pki.I
 	wg.Wait()
 	agg := metrics.Merge(parts...)
 	agg.Project = project
-	writeJSON(w, http.StatusOK, ProjectMetrics{ProjectAggregate: agg, Missing: missing})
+	apijson.Write(w, http.StatusOK, ProjectMetrics{ProjectAggregate: agg, Missing: missing})
 }
 
 func (s *Server) peerAggregate(ctx context.Context, addr, project string) (metrics.ProjectAggregate, error) {
@@ -104,5 +105,5 @@ func (s *Server) prometheusSD(w http.ResponseWriter, r *http.Request, id pki.Ide
 	for i := range targets {
 		targets[i].Labels["__scheme__"] = "https"
 	}
-	writeJSON(w, http.StatusOK, targets)
+	apijson.Write(w, http.StatusOK, targets)
 }

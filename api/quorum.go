@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fedkeeper/fedkeeper/events"
+	"github.com/fedkeeper/fedkeeper/internal/apijson"
 	"github.com/fedkeeper/fedkeeper/pki"
 	"github.com/fedkeeper/fedkeeper/quorum"
 )
@@ -36,7 +37,7 @@ func (s *Server) addSupernode(w http.ResponseWriter, r *http.Request, id pki.Ide
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, AddSupernodeResponse{Token: token})
+	apijson.Write(w, http.StatusCreated, AddSupernodeResponse{Token: token})
 }
 
 func (s *Server) joinSupernode(w http.ResponseWriter, r *http.Request) {
@@ -49,7 +50,7 @@ func (s *Server) joinSupernode(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	apijson.Write(w, http.StatusOK, resp)
 }
 
 // RejoinResponse tells a removed supernode how to start its store again.
@@ -60,7 +61,7 @@ type RejoinResponse struct {
 func (s *Server) rejoinSupernode(w http.ResponseWriter, r *http.Request, id pki.Identity) {
 	name := r.PathValue("name")
 	if name != id.Name {
-		writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("supernode %q may rejoin only itself", id.Name))
+		apijson.Error(w, http.StatusForbidden, "forbidden", fmt.Sprintf("supernode %q may rejoin only itself", id.Name))
 		return
 	}
 	initial, err := s.Quorum.Rejoin(r.Context(), name)
@@ -68,7 +69,7 @@ func (s *Server) rejoinSupernode(w http.ResponseWriter, r *http.Request, id pki.
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, RejoinResponse{InitialCluster: initial})
+	apijson.Write(w, http.StatusOK, RejoinResponse{InitialCluster: initial})
 }
 
 func (s *Server) removeSupernode(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -76,7 +77,7 @@ func (s *Server) removeSupernode(w http.ResponseWriter, r *http.Request, id pki.
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "removed", "supernode": r.PathValue("name")})
+	apijson.Write(w, http.StatusOK, map[string]string{"status": "removed", "supernode": r.PathValue("name")})
 }
 
 func (s *Server) listSupernodes(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -85,7 +86,7 @@ func (s *Server) listSupernodes(w http.ResponseWriter, r *http.Request, id pki.I
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, list)
+	apijson.Write(w, http.StatusOK, list)
 }
 
 func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -113,7 +114,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, id pki.Ident
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 10000 {
-			writeError(w, http.StatusBadRequest, "invalid", "limit must be between 1 and 10000")
+			apijson.Error(w, http.StatusBadRequest, "invalid", "limit must be between 1 and 10000")
 			return
 		}
 		f.Limit = n
@@ -137,7 +138,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, id pki.Ident
 		list = []events.Event{}
 	}
 	setIndex(w, rev)
-	writeJSON(w, http.StatusOK, list)
+	apijson.Write(w, http.StatusOK, list)
 }
 
 // streamEvents sends events as Server-Sent Events as they are written,
@@ -146,7 +147,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request, id pki.Ident
 func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, f events.Filter) {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
-		writeError(w, http.StatusInternalServerError, "internal", "streaming is not supported here")
+		apijson.Error(w, http.StatusInternalServerError, "internal", "streaming is not supported here")
 		return
 	}
 	if last := r.Header.Get("Last-Event-ID"); last != "" {
@@ -196,7 +197,7 @@ func (s *Server) getKV(w http.ResponseWriter, r *http.Request, id pki.Identity) 
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	apijson.Write(w, http.StatusOK, e)
 }
 
 func (s *Server) putKV(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -213,7 +214,7 @@ func (s *Server) putKV(w http.ResponseWriter, r *http.Request, id pki.Identity) 
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	apijson.Write(w, http.StatusOK, e)
 }
 
 func (s *Server) deleteKV(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -221,5 +222,5 @@ func (s *Server) deleteKV(w http.ResponseWriter, r *http.Request, id pki.Identit
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "deleted", "key": r.PathValue("key")})
+	apijson.Write(w, http.StatusOK, map[string]string{"status": "deleted", "key": r.PathValue("key")})
 }

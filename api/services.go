@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/fedkeeper/fedkeeper/internal/apijson"
 	"github.com/fedkeeper/fedkeeper/pki"
 	"github.com/fedkeeper/fedkeeper/services"
 )
@@ -25,7 +26,7 @@ func (s *Server) serviceRoutes(mux *http.ServeMux, any, nodes []pki.Role) {
 func (s *Server) syncServices(w http.ResponseWriter, r *http.Request, id pki.Identity) {
 	name := r.PathValue("node")
 	if id.Name != name {
-		writeError(w, http.StatusForbidden, "forbidden", "a node registers only its own services")
+		apijson.Error(w, http.StatusForbidden, "forbidden", "a node registers only its own services")
 		return
 	}
 	var in ServiceSet
@@ -42,13 +43,13 @@ func (s *Server) syncServices(w http.ResponseWriter, r *http.Request, id pki.Ide
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]int64{"revision": rev})
+	apijson.Write(w, http.StatusOK, map[string]int64{"revision": rev})
 }
 
 // viewReady answers 503 while the supernode's registry view has not loaded.
 func (s *Server) viewReady(w http.ResponseWriter, r *http.Request) bool {
 	if !s.ServiceView.Ready() {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "this supernode has not loaded the service registry yet; ask another")
+		apijson.Error(w, http.StatusServiceUnavailable, "unavailable", "this supernode has not loaded the service registry yet; ask another")
 		return false
 	}
 	return blockingQuery(w, r, func(context.Context) (int64, error) { return s.ServiceView.Revision(), nil }, s.ServiceView.Wait)
@@ -59,7 +60,7 @@ func (s *Server) listServices(w http.ResponseWriter, r *http.Request, id pki.Ide
 		return
 	}
 	setIndex(w, s.ServiceView.Revision())
-	writeJSON(w, http.StatusOK, s.ServiceView.Summaries(r.URL.Query().Get("project")))
+	apijson.Write(w, http.StatusOK, s.ServiceView.Summaries(r.URL.Query().Get("project")))
 }
 
 func (s *Server) showService(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -78,7 +79,7 @@ func (s *Server) showService(w http.ResponseWriter, r *http.Request, id pki.Iden
 	if entries == nil {
 		entries = []services.Entry{}
 	}
-	writeJSON(w, http.StatusOK, entries)
+	apijson.Write(w, http.StatusOK, entries)
 }
 
 // flag reads a boolean query parameter; absent or empty is false.
@@ -88,7 +89,7 @@ func flag(w http.ResponseWriter, v, name string) (bool, bool) {
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid", fmt.Sprintf("%s=%q: want 1, 0, true or false", name, v))
+		apijson.Error(w, http.StatusBadRequest, "invalid", fmt.Sprintf("%s=%q: want 1, 0, true or false", name, v))
 		return false, false
 	}
 	return b, true

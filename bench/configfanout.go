@@ -244,13 +244,7 @@ func fanoutFedkeeper(ctx context.Context, agents, trials int, levels []int, prog
 	// Agents and the supernode log through slog's default; thousands of
 	// "configuration applied" lines would bury the progress and cost CPU
 	// the agents need, so only warnings pass, a few of each kind.
-	logs := newFanoutLog(progress)
-	prev := slog.Default()
-	slog.SetDefault(slog.New(logs))
-	defer func() {
-		slog.SetDefault(prev)
-		logs.summary()
-	}()
+	defer quietLogs(progress)()
 
 	r := &fanoutRun{dir: dir, progress: progress}
 	defer r.close()
@@ -852,6 +846,18 @@ type fanoutLogState struct {
 
 // fanoutLogShown is how many records of one message are shown.
 const fanoutLogShown = 3
+
+// quietLogs sends slog's default logger through a fanoutLog until the
+// function it returns is called, which also prints the summary.
+func quietLogs(progress io.Writer) (restore func()) {
+	logs := newFanoutLog(progress)
+	prev := slog.Default()
+	slog.SetDefault(slog.New(logs))
+	return func() {
+		slog.SetDefault(prev)
+		logs.summary()
+	}
+}
 
 func newFanoutLog(out io.Writer) *fanoutLog {
 	return &fanoutLog{s: &fanoutLogState{out: out, counts: map[string]int{}}}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
 	"net"
 	"os"
@@ -122,13 +121,7 @@ func DNS(ctx context.Context, o DNSOptions, progress io.Writer) (Result, error) 
 	defer os.RemoveAll(dir)
 	// The supernode logs a line for every member and session; only
 	// warnings are worth showing.
-	logs := newFanoutLog(progress)
-	prev := slog.Default()
-	slog.SetDefault(slog.New(logs))
-	defer func() {
-		slog.SetDefault(prev)
-		logs.summary()
-	}()
+	defer quietLogs(progress)()
 
 	setupCtx, cancel := context.WithTimeout(ctx, dnsSetupLimit)
 	defer cancel()

@@ -396,10 +396,6 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, udp bool) {
 // respond builds the answer to req, sized for its transport.
 func (s *Server) respond(req *dns.Msg, udp bool) *dns.Msg {
 	resp := new(dns.Msg).SetReply(req)
-	// Every record of an answer repeats the owner name: compressed, an
-	// answer is about half the size, so twice as many records fit in a
-	// UDP answer before it must be truncated.
-	resp.Compress = true
 	opt := req.IsEdns0()
 	if opt != nil && opt.Version() != 0 {
 		resp.Rcode = dns.RcodeBadVers
@@ -416,6 +412,8 @@ func (s *Server) respond(req *dns.Msg, udp bool) *dns.Msg {
 		size = dns.MinMsgSize
 	}
 	// Even TCP needs it: host-name SRV targets can outgrow a message.
+	// Truncate also compresses names, but only when the answer would not
+	// fit otherwise: compression costs time on every answer.
 	resp.Truncate(size)
 	return resp
 }
