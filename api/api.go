@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/fedkeeper/fedkeeper/configsync"
+	"github.com/fedkeeper/fedkeeper/coord"
 	"github.com/fedkeeper/fedkeeper/events"
 	"github.com/fedkeeper/fedkeeper/health"
 	"github.com/fedkeeper/fedkeeper/internal/apijson"
@@ -60,6 +61,8 @@ type Server struct {
 	// Services takes nodes' registrations; ServiceView answers look-ups.
 	Services    *services.Registry
 	ServiceView *services.View
+	// Coord serves leases, elections and locks; it needs Store.
+	Coord *coord.Service
 }
 
 // DefaultRequestTimeout suits supernodes on one continent; across oceans
@@ -128,6 +131,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.Services != nil && s.ServiceView != nil {
 		s.serviceRoutes(mux, any, nodes)
+	}
+	if s.Coord != nil && s.Store != nil {
+		s.coordRoutes(mux, any)
 	}
 	if s.KV != nil {
 		mux.Handle("GET /v1/kv/{key...}", s.auth(staff, s.getKV))
@@ -225,6 +231,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		{services.ErrInvalid, http.StatusBadRequest, "invalid"},
 		{services.ErrNoSession, http.StatusConflict, "no_session"},
 		{services.ErrConflict, http.StatusConflict, "conflict"},
+		{coord.ErrInvalid, http.StatusBadRequest, "invalid"},
+		{coord.ErrNotFound, http.StatusNotFound, "not_found"},
+		{coord.ErrExpired, http.StatusGone, "lease_expired"},
+		{coord.ErrForbidden, http.StatusForbidden, "forbidden"},
+		{coord.ErrTaken, http.StatusConflict, "taken"},
 	} {
 		if errors.Is(err, c.err) {
 			apijson.Error(w, c.status, c.code, err.Error())

@@ -32,6 +32,7 @@ import (
 	"github.com/fedkeeper/fedkeeper/api"
 	"github.com/fedkeeper/fedkeeper/client"
 	"github.com/fedkeeper/fedkeeper/configsync"
+	"github.com/fedkeeper/fedkeeper/coord"
 	"github.com/fedkeeper/fedkeeper/events"
 	"github.com/fedkeeper/fedkeeper/health"
 	"github.com/fedkeeper/fedkeeper/internal/atomicfile"
@@ -507,6 +508,7 @@ func Start(ctx context.Context, dir string) (*Supernode, error) {
 			Quorum: q, Prober: prober, Authority: auth, Store: st, Events: evlog, KV: kv.New(st.Client),
 			Metrics: metrics.Handler(reg), History: scraper.History, PeerClient: probeClient(apiCert, auth.CA.Cert),
 			Config: configsync.New(st.Client), Services: services.NewRegistry(st.Client), ServiceView: view,
+			Coord: coord.New(st.Client),
 		}).Handler(),
 		TLSConfig:         pki.ServerTLS(apiCert, auth.CA.Cert),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -39,7 +39,7 @@ func main() {
 	}
 	admin := &adminFlags{}
 	root.AddCommand(
-		initCmd(), supernodeCmd(admin), supernodesCmd(admin), snapshotCmd(admin), devCmd(),
+		initCmd(), supernodeCmd(admin), supernodesCmd(admin), snapshotCmd(admin), devCmd(), fenceCmd(),
 		agentCmd(), leaveCmd(), serviceCmd(admin),
 		tokenCmd(admin), nodesCmd(admin), nodemapCmd(admin), eventsCmd(admin), metricsCmd(admin), kvCmd(admin), configCmd(admin),
 		benchCmd(),

@@ -1,0 +1,302 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/fedkeeper/fedkeeper/coord"
+	"github.com/fedkeeper/fedkeeper/events"
+	"github.com/fedkeeper/fedkeeper/internal/apijson"
+	"github.com/fedkeeper/fedkeeper/pki"
+	"github.com/fedkeeper/fedkeeper/store"
+)
+
+// LeaseRequest asks for a lease.
+type LeaseRequest struct {
+	TTL time.Duration `json:"ttl"`
+}
+
+// LeaseBody names the caller's lease in a coordination request.
+type LeaseBody struct {
+	Lease string `json:"lease"`
+}
+
+// StandRequest is a candidacy.
+type StandRequest struct {
+	Lease string `json:"lease"`
+	Rank  int    `json:"rank"`
+	State string `json:"state"`
+}
+
+// AskRequest is a takeover or give-up request; Node names who should
+// take over.
+type AskRequest struct {
+	Node string `json:"node,omitempty"`
+}
+
+// EnqueueRequest queues the caller's lease for a lock.
+type EnqueueRequest struct {
+	Lease string `json:"lease"`
+	Limit int    `json:"limit"`
+}
+
+func (s *Server) coordRoutes(mux *http.ServeMux, any []pki.Role) {
+	mux.Handle("POST /v1/leases", s.auth(any, s.grantLease))
+	mux.Handle("POST /v1/leases/{id}/renew", s.auth(any, s.renewLease))
+	mux.Handle("DELETE /v1/leases/{id}", s.auth(any, s.revokeLease))
+	mux.Handle("GET /v1/elections/{kind}", s.auth(any, s.listElections))
+	mux.Handle("GET /v1/elections/{kind}/{name}", s.auth(any, s.showElection))
+	mux.Handle("PUT /v1/elections/{kind}/{name}/candidates/{node}", s.auth(any, s.stand))
+	mux.Handle("POST /v1/elections/{kind}/{name}/acquire", s.auth(any, s.acquire))
+	mux.Handle("POST /v1/elections/{kind}/{name}/resign", s.auth(any, s.resign))
+	mux.Handle("POST /v1/elections/{kind}/{name}/takeover", s.auth(any, s.ask(coord.RequestTakeover)))
+	mux.Handle("POST /v1/elections/{kind}/{name}/giveup", s.auth(any, s.ask(coord.RequestGiveup)))
+	mux.Handle("DELETE /v1/elections/{kind}/{name}/request", s.auth(any, s.clearRequest))
+	mux.Handle("GET /v1/locks/{name}", s.auth(any, s.showLock))
+	mux.Handle("POST /v1/locks/{name}", s.auth(any, s.enqueue))
+	mux.Handle("DELETE /v1/locks/{name}/{lease}", s.auth(any, s.release))
+}
+
+// parseLease reads a lease ID as the API shows it (hex); it answers a bad
+// one itself.
+func parseLease(w http.ResponseWriter, s string) (int64, bool) {
+	id, err := strconv.ParseInt(s, 16, 64)
+	if err != nil || id <= 0 {
+		apijson.Error(w, http.StatusBadRequest, "invalid", fmt.Sprintf("lease %q must be a lease ID in hex", s))
+		return 0, false
+	}
+	return id, true
+}
+
+func (s *Server) grantLease(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	var in LeaseRequest
+	if !decode(w, r, &in) {
+		return
+	}
+	l, err := s.Coord.Grant(r.Context(), id.Name, in.TTL)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	apijson.Write(w, http.StatusCreated, map[string]any{"id": coord.LeaseID(l.ID), "ttl_s": l.TTL})
+}
+
+func (s *Server) renewLease(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	lease, ok := parseLease(w, r.PathValue("id"))
+	if !ok {
+		return
+	}
+	if err := s.Coord.Renew(r.Context(), id.Name, lease); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	apijson.Write(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) revokeLease(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	lease, ok := parseLease(w, r.PathValue("id"))
+	if !ok {
+		return
+	}
+	if err := s.Coord.Revoke(r.Context(), id.Name, lease); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	apijson.Write(w, http.StatusOK, struct{}{})
+}
+
+// waitOn answers a blocking query on the keys under prefix.
+func (s *Server) waitOn(w http.ResponseWriter, r *http.Request, prefix string) bool {
+	return blockingQuery(w, r, s.Members.Revision, func(ctx context.Context, after int64) {
+		store.Wait(ctx, s.Store.Client, after, prefix)
+	})
+}
+
+func (s *Server) listElections(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	names, rev, err := s.Coord.Elections(r.Context(), r.PathValue("kind"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if names == nil {
+		names = []string{}
+	}
+	setIndex(w, rev)
+	apijson.Write(w, http.StatusOK, names)
+}
+
+func (s *Server) showElection(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	kind, name := r.PathValue("kind"), r.PathValue("name")
+	if !s.waitOn(w, r, coord.ElectionPrefix(kind, name)) {
+		return
+	}
+	e, err := s.Coord.Election(r.Context(), kind, name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	setIndex(w, e.Revision)
+	apijson.Write(w, http.StatusOK, e)
+}
+
+func (s *Server) stand(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	kind, name := r.PathValue("kind"), r.PathValue("name")
+	if r.PathValue("node") != id.Name {
+		apijson.Error(w, http.StatusForbidden, "forbidden", "a node stands only for itself")
+		return
+	}
+	var in StandRequest
+	if !decode(w, r, &in) {
+		return
+	}
+	lease, ok := parseLease(w, in.Lease)
+	if !ok {
+		return
+	}
+	prev, err := s.Coord.Stand(r.Context(), id.Name, kind, name, coord.Candidate{Rank: in.Rank, State: in.State}, lease)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if prev != in.State {
+		s.event(r, events.Event{Node: id.Name, Kind: kind + "-" + in.State, Old: prev, New: in.State, By: id.Name,
+			Message: fmt.Sprintf("%s %s: %s is %s (rank %d)", kind, name, id.Name, in.State, in.Rank)})
+	}
+	apijson.Write(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) acquire(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	kind, name := r.PathValue("kind"), r.PathValue("name")
+	var in LeaseBody
+	if !decode(w, r, &in) {
+		return
+	}
+	lease, ok := parseLease(w, in.Lease)
+	if !ok {
+		return
+	}
+	m, err := s.Coord.Acquire(r.Context(), id.Name, kind, name, lease)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.event(r, events.Event{Node: id.Name, Kind: kind + "-elected", New: strconv.FormatInt(m.Token, 10), By: id.Name,
+		Message: fmt.Sprintf("%s %s: %s elected, fencing token %d", kind, name, id.Name, m.Token)})
+	apijson.Write(w, http.StatusOK, m)
+}
+
+func (s *Server) resign(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	kind, name := r.PathValue("kind"), r.PathValue("name")
+	var in LeaseBody
+	if !decode(w, r, &in) {
+		return
+	}
+	lease, ok := parseLease(w, in.Lease)
+	if !ok {
+		return
+	}
+	if err := s.Coord.Resign(r.Context(), id.Name, kind, name, lease); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.event(r, events.Event{Node: id.Name, Kind: kind + "-resigned", By: id.Name, Message: fmt.Sprintf("%s %s: %s resigned", kind, name, id.Name)})
+	apijson.Write(w, http.StatusOK, struct{}{})
+}
+
+// ask records a takeover or give-up. An administrator may ask for any
+// node; a node may ask only for itself (to take over) or, as master, to
+// give up.
+func (s *Server) ask(kind string) handler {
+	return func(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+		ekind, name := r.PathValue("kind"), r.PathValue("name")
+		var in AskRequest
+		if !decode(w, r, &in) {
+			return
+		}
+		if in.Node == "" {
+			in.Node = id.Name
+		}
+		if id.Role != pki.RoleAdmin && (kind == coord.RequestTakeover && in.Node != id.Name) {
+			apijson.Error(w, http.StatusForbidden, "forbidden", "a node asks to take over only for itself")
+			return
+		}
+		if id.Role != pki.RoleAdmin && kind == coord.RequestGiveup {
+			e, err := s.Coord.Election(r.Context(), ekind, name)
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			if e.Master == nil || e.Master.Node != id.Name {
+				apijson.Error(w, http.StatusForbidden, "forbidden", "only the master or an administrator gives a mastership up")
+				return
+			}
+		}
+		req := coord.Request{Kind: kind, Node: in.Node, By: id.Name}
+		if err := s.Coord.Ask(r.Context(), ekind, name, req); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.event(r, events.Event{Node: in.Node, Kind: ekind + "-" + kind + "-asked", By: id.Name,
+			Message: fmt.Sprintf("%s %s: %s asked by %s", ekind, name, kind, id.Name)})
+		apijson.Write(w, http.StatusAccepted, req)
+	}
+}
+
+func (s *Server) clearRequest(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	if err := s.Coord.ClearRequest(r.Context(), id.Name, r.PathValue("kind"), r.PathValue("name")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	apijson.Write(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) showLock(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	name := r.PathValue("name")
+	if !s.waitOn(w, r, coord.LockPrefix(name)) {
+		return
+	}
+	l, err := s.Coord.Lock(r.Context(), name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	setIndex(w, l.Revision)
+	apijson.Write(w, http.StatusOK, l)
+}
+
+func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	var in EnqueueRequest
+	if !decode(w, r, &in) {
+		return
+	}
+	lease, ok := parseLease(w, in.Lease)
+	if !ok {
+		return
+	}
+	if err := s.Coord.Enqueue(r.Context(), id.Name, r.PathValue("name"), in.Limit, lease); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	l, err := s.Coord.Lock(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	setIndex(w, l.Revision)
+	apijson.Write(w, http.StatusOK, l)
+}
+
+func (s *Server) release(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+	lease, ok := parseLease(w, r.PathValue("lease"))
+	if !ok {
+		return
+	}
+	if err := s.Coord.Release(r.Context(), id.Name, r.PathValue("name"), lease); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	apijson.Write(w, http.StatusOK, struct{}{})
+}
