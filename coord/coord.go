@@ -282,7 +282,7 @@ func (s *Service) Acquire(ctx context.Context, owner, kind, name string, lease i
 	).Then(
 		clientv3.OpPut(base+"master", store.MustJSON(m), clientv3.WithLease(clientv3.LeaseID(lease))),
 	).Else(
-		clientv3.OpGet(base+"master"),
+		clientv3.OpGet(base + "master"),
 	).Commit()
 	if err != nil {
 		return Master{}, fmt.Errorf("acquire %s %s: %w", kind, name, err)
