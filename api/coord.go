@@ -45,19 +45,19 @@ type EnqueueRequest struct {
 
 func (s *Server) coordRoutes(mux *http.ServeMux, any []pki.Role) {
 	mux.Handle("POST /v1/leases", s.auth(any, s.grantLease))
-	mux.Handle("POST /v1/leases/{id}/renew", s.auth(any, s.renewLease))
-	mux.Handle("DELETE /v1/leases/{id}", s.auth(any, s.revokeLease))
+	mux.Handle("POST /v1/leases/{id}/renew", s.auth(any, s.onLease(leaseInPath("id"), s.renewLease)))
+	mux.Handle("DELETE /v1/leases/{id}", s.auth(any, s.onLease(leaseInPath("id"), s.revokeLease)))
 	mux.Handle("GET /v1/elections/{kind}", s.auth(any, s.listElections))
 	mux.Handle("GET /v1/elections/{kind}/{name}", s.auth(any, s.showElection))
 	mux.Handle("PUT /v1/elections/{kind}/{name}/candidates/{node}", s.auth(any, s.stand))
-	mux.Handle("POST /v1/elections/{kind}/{name}/acquire", s.auth(any, s.acquire))
-	mux.Handle("POST /v1/elections/{kind}/{name}/resign", s.auth(any, s.resign))
+	mux.Handle("POST /v1/elections/{kind}/{name}/acquire", s.auth(any, s.onLease(leaseInBody, s.acquire)))
+	mux.Handle("POST /v1/elections/{kind}/{name}/resign", s.auth(any, s.onLease(leaseInBody, s.resign)))
 	mux.Handle("POST /v1/elections/{kind}/{name}/takeover", s.auth(any, s.ask(coord.RequestTakeover)))
 	mux.Handle("POST /v1/elections/{kind}/{name}/giveup", s.auth(any, s.ask(coord.RequestGiveup)))
 	mux.Handle("DELETE /v1/elections/{kind}/{name}/request", s.auth(any, s.clearRequest))
 	mux.Handle("GET /v1/locks/{name}", s.auth(any, s.showLock))
 	mux.Handle("POST /v1/locks/{name}", s.auth(any, s.enqueue))
-	mux.Handle("DELETE /v1/locks/{name}/{lease}", s.auth(any, s.release))
+	mux.Handle("DELETE /v1/locks/{name}/{lease}", s.auth(any, s.onLease(leaseInPath("lease"), s.release)))
 }
 
 // parseLease reads a lease ID as the API shows it (hex); it answers a bad
@@ -71,6 +71,74 @@ func parseLease(w http.ResponseWriter, s string) (int64, bool) {
 	return id, true
 }
 
+// leaseOp acts on the caller's lease and returns what to answer.
+type leaseOp func(r *http.Request, id pki.Identity, lease int64) (any, error)
+
+// leaseFrom finds the lease a request names; it answers a bad request
+// itself and then reports false.
+type leaseFrom func(w http.ResponseWriter, r *http.Request) (int64, bool)
+
+func leaseInPath(key string) leaseFrom {
+	return func(w http.ResponseWriter, r *http.Request) (int64, bool) { return parseLease(w, r.PathValue(key)) }
+}
+
+func leaseInBody(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	var in LeaseBody
+	if !decode(w, r, &in) {
+		return 0, false
+	}
+	return parseLease(w, in.Lease)
+}
+
+// onLease serves the requests that name one of the caller's leases and
+// nothing else.
+func (s *Server) onLease(from leaseFrom, op leaseOp) handler {
+	return func(w http.ResponseWriter, r *http.Request, id pki.Identity) {
+		lease, ok := from(w, r)
+		if !ok {
+			return
+		}
+		out, err := op(r, id, lease)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		apijson.Write(w, http.StatusOK, out)
+	}
+}
+
+func (s *Server) renewLease(r *http.Request, id pki.Identity, lease int64) (any, error) {
+	return struct{}{}, s.Coord.Renew(r.Context(), id.Name, lease)
+}
+
+func (s *Server) revokeLease(r *http.Request, id pki.Identity, lease int64) (any, error) {
+	return struct{}{}, s.Coord.Revoke(r.Context(), id.Name, lease)
+}
+
+func (s *Server) acquire(r *http.Request, id pki.Identity, lease int64) (any, error) {
+	kind, name := r.PathValue("kind"), r.PathValue("name")
+	m, err := s.Coord.Acquire(r.Context(), id.Name, kind, name, lease)
+	if err != nil {
+		return nil, err
+	}
+	s.event(r, events.Event{Node: id.Name, Kind: kind + "-elected", New: strconv.FormatInt(m.Token, 10), By: id.Name,
+		Message: fmt.Sprintf("%s %s: %s elected, fencing token %d", kind, name, id.Name, m.Token)})
+	return m, nil
+}
+
+func (s *Server) resign(r *http.Request, id pki.Identity, lease int64) (any, error) {
+	kind, name := r.PathValue("kind"), r.PathValue("name")
+	if err := s.Coord.Resign(r.Context(), id.Name, kind, name, lease); err != nil {
+		return nil, err
+	}
+	s.event(r, events.Event{Node: id.Name, Kind: kind + "-resigned", By: id.Name, Message: fmt.Sprintf("%s %s: %s resigned", kind, name, id.Name)})
+	return struct{}{}, nil
+}
+
+func (s *Server) release(r *http.Request, id pki.Identity, lease int64) (any, error) {
+	return struct{}{}, s.Coord.Release(r.Context(), id.Name, r.PathValue("name"), lease)
+}
+
 func (s *Server) grantLease(w http.ResponseWriter, r *http.Request, id pki.Identity) {
 	var in LeaseRequest
 	if !decode(w, r, &in) {
@@ -82,30 +150,6 @@ func (s *Server) grantLease(w http.ResponseWriter, r *http.Request, id pki.Ident
 		return
 	}
 	apijson.Write(w, http.StatusCreated, map[string]any{"id": coord.LeaseID(l.ID), "ttl_s": l.TTL})
-}
-
-func (s *Server) renewLease(w http.ResponseWriter, r *http.Request, id pki.Identity) {
-	lease, ok := parseLease(w, r.PathValue("id"))
-	if !ok {
-		return
-	}
-	if err := s.Coord.Renew(r.Context(), id.Name, lease); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	apijson.Write(w, http.StatusOK, struct{}{})
-}
-
-func (s *Server) revokeLease(w http.ResponseWriter, r *http.Request, id pki.Identity) {
-	lease, ok := parseLease(w, r.PathValue("id"))
-	if !ok {
-		return
-	}
-	if err := s.Coord.Revoke(r.Context(), id.Name, lease); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	apijson.Write(w, http.StatusOK, struct{}{})
 }
 
 // waitOn answers a blocking query on the keys under prefix.
@@ -165,44 +209,6 @@ func (s *Server) stand(w http.ResponseWriter, r *http.Request, id pki.Identity) 
 		s.event(r, events.Event{Node: id.Name, Kind: kind + "-" + in.State, Old: prev, New: in.State, By: id.Name,
 			Message: fmt.Sprintf("%s %s: %s is %s (rank %d)", kind, name, id.Name, in.State, in.Rank)})
 	}
-	apijson.Write(w, http.StatusOK, struct{}{})
-}
-
-func (s *Server) acquire(w http.ResponseWriter, r *http.Request, id pki.Identity) {
-	kind, name := r.PathValue("kind"), r.PathValue("name")
-	var in LeaseBody
-	if !decode(w, r, &in) {
-		return
-	}
-	lease, ok := parseLease(w, in.Lease)
-	if !ok {
-		return
-	}
-	m, err := s.Coord.Acquire(r.Context(), id.Name, kind, name, lease)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.event(r, events.Event{Node: id.Name, Kind: kind + "-elected", New: strconv.FormatInt(m.Token, 10), By: id.Name,
-		Message: fmt.Sprintf("%s %s: %s elected, fencing token %d", kind, name, id.Name, m.Token)})
-	apijson.Write(w, http.StatusOK, m)
-}
-
-func (s *Server) resign(w http.ResponseWriter, r *http.Request, id pki.Identity) {
-	kind, name := r.PathValue("kind"), r.PathValue("name")
-	var in LeaseBody
-	if !decode(w, r, &in) {
-		return
-	}
-	lease, ok := parseLease(w, in.Lease)
-	if !ok {
-		return
-	}
-	if err := s.Coord.Resign(r.Context(), id.Name, kind, name, lease); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.event(r, events.Event{Node: id.Name, Kind: kind + "-resigned", By: id.Name, Message: fmt.Sprintf("%s %s: %s resigned", kind, name, id.Name)})
 	apijson.Write(w, http.StatusOK, struct{}{})
 }
 
@@ -287,16 +293,4 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, id pki.Identity
 	}
 	setIndex(w, l.Revision)
 	apijson.Write(w, http.StatusOK, l)
-}
-
-func (s *Server) release(w http.ResponseWriter, r *http.Request, id pki.Identity) {
-	lease, ok := parseLease(w, r.PathValue("lease"))
-	if !ok {
-		return
-	}
-	if err := s.Coord.Release(r.Context(), id.Name, r.PathValue("name"), lease); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	apijson.Write(w, http.StatusOK, struct{}{})
 }
