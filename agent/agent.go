@@ -47,6 +47,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/fedkeeper/fedkeeper/client"
+	"github.com/fedkeeper/fedkeeper/ha"
 	"github.com/fedkeeper/fedkeeper/health"
 	"github.com/fedkeeper/fedkeeper/internal/atomicfile"
 	"github.com/fedkeeper/fedkeeper/internal/version"
@@ -83,6 +84,9 @@ type Config struct {
 	// Services are the services the node runs, registered with the
 	// federation while the agent's session lives.
 	Services []services.Registration `yaml:"services,omitempty"`
+	// HAGroups are the HA groups the node is a candidate of, to run their
+	// service as master.
+	HAGroups []ha.GroupConfig `yaml:"ha_groups,omitempty"`
 }
 
 // certCheckName is the self-check every agent runs on its own certificate.
@@ -140,7 +144,7 @@ func (c Config) Validate() error {
 	if err := services.ValidateSet(c.declaredServices()); err != nil {
 		return fmt.Errorf("services: %w", err)
 	}
-	return nil
+	return validateHAGroups(c.HAGroups)
 }
 
 // File names in the data directory.
@@ -193,6 +197,7 @@ type Agent struct {
 	// local serves the local API; svcs are the services it registers.
 	local *http.Server
 	svcs  *serviceTable
+	ha    *haGroups
 
 	stop    context.CancelFunc
 	done    chan struct{}
@@ -264,6 +269,7 @@ func Start(ctx context.Context, dir string, cfg Config, token string) (_ *Agent,
 	a.svcs.start(runCtx)
 	go a.svcs.syncTo(runCtx, a.client, a.cfg.Name)
 	a.serveLocal(localLn)
+	a.startHA(runCtx)
 	go a.run(runCtx)
 	a.log.Info("agent running", "project", a.cfg.Profile.Project, "address", a.cfg.Profile.Address, "servers", a.client.Servers())
 	return a, nil
@@ -629,8 +635,10 @@ func (a *Agent) serveHealth(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(a.Health())
 }
 
-// Leave removes this node from the federation.
+// Leave removes this node from the federation, once it has left its HA
+// groups.
 func (a *Agent) Leave(ctx context.Context) error {
+	a.stopHA()
 	return Leave(ctx, a.dir)
 }
 
@@ -639,6 +647,7 @@ func (a *Agent) Leave(ctx context.Context) error {
 func (a *Agent) Close() {
 	// Closing the listener removes the socket.
 	a.local.Close()
+	a.stopHA()
 	if a.stop != nil {
 		a.stop()
 		<-a.done

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -136,7 +137,16 @@ func (s *Server) resign(r *http.Request, id pki.Identity, lease int64) (any, err
 }
 
 func (s *Server) release(r *http.Request, id pki.Identity, lease int64) (any, error) {
-	return struct{}{}, s.Coord.Release(r.Context(), id.Name, r.PathValue("name"), lease)
+	name := r.PathValue("name")
+	released, err := s.Coord.Release(r.Context(), id.Name, name, lease)
+	if err != nil {
+		return nil, err
+	}
+	if released {
+		s.event(r, events.Event{Node: id.Name, Kind: "lock-released", By: id.Name,
+			Message: fmt.Sprintf("lock %s: %s released it (lease %s)", name, id.Name, coord.LeaseID(lease))})
+	}
+	return struct{}{}, nil
 }
 
 func (s *Server) grantLease(w http.ResponseWriter, r *http.Request, id pki.Identity) {
@@ -152,9 +162,12 @@ func (s *Server) grantLease(w http.ResponseWriter, r *http.Request, id pki.Ident
 	apijson.Write(w, http.StatusCreated, map[string]any{"id": coord.LeaseID(l.ID), "ttl_s": l.TTL})
 }
 
-// waitOn answers a blocking query on the keys under prefix.
+// waitOn answers a blocking query on the keys under prefix. The index is
+// a store revision, which moves with every write anywhere; whether the
+// keys under prefix changed since is for store.Wait to tell, so no
+// revision short-cuts the wait here.
 func (s *Server) waitOn(w http.ResponseWriter, r *http.Request, prefix string) bool {
-	return blockingQuery(w, r, s.Members.Revision, func(ctx context.Context, after int64) {
+	return blockingQuery(w, r, func(context.Context) (int64, error) { return 0, nil }, func(ctx context.Context, after int64) {
 		store.Wait(ctx, s.Store.Client, after, prefix)
 	})
 }
@@ -282,14 +295,28 @@ func (s *Server) enqueue(w http.ResponseWriter, r *http.Request, id pki.Identity
 	if !ok {
 		return
 	}
-	if err := s.Coord.Enqueue(r.Context(), id.Name, r.PathValue("name"), in.Limit, lease); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	l, err := s.Coord.Lock(r.Context(), r.PathValue("name"))
+	name := r.PathValue("name")
+	queued, err := s.Coord.Enqueue(r.Context(), id.Name, name, in.Limit, lease)
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	l, err := s.Coord.Lock(r.Context(), name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// A waiter posts again once its turn has come (a repeat keeps its
+	// place), so that its acquisition is an event like any other.
+	i := slices.IndexFunc(l.Holders, func(h coord.Holder) bool { return h.Lease == coord.LeaseID(lease) })
+	switch {
+	case i >= 0:
+		h := l.Holders[i]
+		s.event(r, events.Event{Node: id.Name, Kind: "lock-acquired", New: strconv.FormatInt(h.Token, 10), By: id.Name,
+			Message: fmt.Sprintf("lock %s: %s holds it (limit %d), fencing token %d", name, id.Name, h.Limit, h.Token)})
+	case queued:
+		s.event(r, events.Event{Node: id.Name, Kind: "lock-waiting", By: id.Name,
+			Message: fmt.Sprintf("lock %s: %s waits behind %d holder(s)", name, id.Name, len(l.Holders))})
 	}
 	setIndex(w, l.Revision)
 	apijson.Write(w, http.StatusOK, l)

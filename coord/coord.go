@@ -114,10 +114,19 @@ type Service struct {
 // New returns the service on the store client kv.
 func New(kv *clientv3.Client) *Service { return &Service{kv: kv} }
 
+// ValidateTTL checks the TTL of a lease: whole seconds (the store counts
+// in seconds) from MinTTL to MaxTTL.
+func ValidateTTL(ttl time.Duration) error {
+	if ttl < MinTTL || ttl > MaxTTL || ttl%time.Second != 0 {
+		return invalid("lease TTL %s must be whole seconds from %s to %s", ttl, MinTTL, MaxTTL)
+	}
+	return nil
+}
+
 // Grant makes a lease of ttl for owner.
 func (s *Service) Grant(ctx context.Context, owner string, ttl time.Duration) (Lease, error) {
-	if ttl < MinTTL || ttl > MaxTTL || ttl%time.Second != 0 {
-		return Lease{}, invalid("lease TTL %s must be whole seconds from %s to %s", ttl, MinTTL, MaxTTL)
+	if err := ValidateTTL(ttl); err != nil {
+		return Lease{}, err
 	}
 	g, err := s.kv.Grant(ctx, int64(ttl/time.Second))
 	if err != nil {
@@ -301,7 +310,9 @@ func (s *Service) Acquire(ctx context.Context, owner, kind, name string, lease i
 }
 
 // Resign ends owner's mastership held on lease, if it still holds it, and
-// clears a request it has served.
+// clears a request it has served: one naming owner (its give-up, or a
+// takeover by itself). A takeover by another node stays until that node
+// has acquired, so that it, not the next by rank, becomes master.
 func (s *Service) Resign(ctx context.Context, owner, kind, name string, lease int64) error {
 	if err := validateKind(kind); err != nil {
 		return err
@@ -310,9 +321,21 @@ func (s *Service) Resign(ctx context.Context, owner, kind, name string, lease in
 		return err
 	}
 	base := electionKey(kind, name)
-	_, err := s.kv.Txn(ctx).If(
+	ops := []clientv3.Op{clientv3.OpDelete(base + "master")}
+	var r Request
+	rev, err := store.GetJSON(ctx, s.kv, base+"request", &r)
+	switch {
+	case err == nil && r.Node == owner:
+		// Only the request read: a newer one is for its node to serve.
+		ops = append(ops, clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(base+"request"), "=", rev)},
+			[]clientv3.Op{clientv3.OpDelete(base + "request")}, nil))
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("resign %s %s: %w", kind, name, err)
+	}
+	_, err = s.kv.Txn(ctx).If(
 		clientv3.Compare(clientv3.LeaseValue(base+"master"), "=", clientv3.LeaseID(lease)),
-	).Then(clientv3.OpDelete(base+"master"), clientv3.OpDelete(base+"request")).Commit()
+	).Then(ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("resign %s %s: %w", kind, name, err)
 	}
@@ -444,7 +467,8 @@ type Holder struct {
 	Holder string `json:"holder"`
 	Lease  string `json:"lease"`
 	// Limit is how many may hold the lock at once: 1 for a lock, more for
-	// a semaphore. Holders that disagree are served by the first one's.
+	// a semaphore. A holder never shares the lock with more than its own
+	// limit, whatever the others asked for (see Lock).
 	Limit int       `json:"limit"`
 	Since time.Time `json:"since"`
 	// Token is the holder's fencing token: the revision its key was
@@ -452,9 +476,10 @@ type Holder struct {
 	Token int64 `json:"token"`
 }
 
-// Lock is a lock's queue: the first Limit holders hold it, the rest wait.
+// Lock is a lock's queue: its first entries hold the lock, the rest wait.
 type Lock struct {
-	Name     string   `json:"name"`
+	Name string `json:"name"`
+	// Limit is the limit of the first in the queue.
 	Limit    int      `json:"limit"`
 	Holders  []Holder `json:"holders"`
 	Waiting  []Holder `json:"waiting"`
@@ -465,16 +490,16 @@ type Lock struct {
 const MaxLimit = 1000
 
 // Enqueue puts owner's lease in the lock's queue; Lock then tells whether
-// it holds it.
-func (s *Service) Enqueue(ctx context.Context, owner, name string, limit int, lease int64) error {
+// it holds it. It reports whether the lease was new to the queue.
+func (s *Service) Enqueue(ctx context.Context, owner, name string, limit int, lease int64) (bool, error) {
 	if err := ValidateName("lock", name); err != nil {
-		return err
+		return false, err
 	}
 	if limit < 1 || limit > MaxLimit {
-		return invalid("lock limit %d must be from 1 to %d", limit, MaxLimit)
+		return false, invalid("lock limit %d must be from 1 to %d", limit, MaxLimit)
 	}
 	if err := s.owned(ctx, owner, lease); err != nil {
-		return err
+		return false, err
 	}
 	key := prefixLocks + name + "/" + LeaseID(lease)
 	h := Holder{Holder: owner, Lease: LeaseID(lease), Limit: limit, Since: time.Now().UTC()}
@@ -483,26 +508,35 @@ func (s *Service) Enqueue(ctx context.Context, owner, name string, limit int, le
 		Then(clientv3.OpPut(key, store.MustJSON(h), clientv3.WithLease(clientv3.LeaseID(lease)))).
 		Else(clientv3.OpGet(prefixLeases + LeaseID(lease))).Commit()
 	if err != nil {
-		return fmt.Errorf("queue for lock %s: %w", name, err)
+		return false, fmt.Errorf("queue for lock %s: %w", name, err)
 	}
 	if !resp.Succeeded && len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
-		return fmt.Errorf("%w: lease %s", ErrExpired, LeaseID(lease))
+		return false, fmt.Errorf("%w: lease %s", ErrExpired, LeaseID(lease))
 	}
-	return nil
+	return resp.Succeeded, nil
 }
 
-// Release takes owner's lease out of the lock's queue.
-func (s *Service) Release(ctx context.Context, owner, name string, lease int64) error {
+// Release takes owner's lease out of the lock's queue and reports whether
+// it was in it.
+func (s *Service) Release(ctx context.Context, owner, name string, lease int64) (bool, error) {
+	if err := ValidateName("lock", name); err != nil {
+		return false, err
+	}
 	if err := s.owned(ctx, owner, lease); err != nil {
-		return err
+		return false, err
 	}
-	if _, err := s.kv.Delete(ctx, prefixLocks+name+"/"+LeaseID(lease)); err != nil {
-		return fmt.Errorf("release lock %s: %w", name, err)
+	resp, err := s.kv.Delete(ctx, prefixLocks+name+"/"+LeaseID(lease))
+	if err != nil {
+		return false, fmt.Errorf("release lock %s: %w", name, err)
 	}
-	return nil
+	return resp.Deleted > 0, nil
 }
 
-// Lock reads a lock's queue.
+// Lock reads a lock's queue. The entry at place i (from 0, in creation
+// order) holds the lock when i is below its own limit and below the limit
+// of every entry ahead of it. So no holder shares the lock with more than
+// it asked for, and a holder stays one until it leaves: entries ahead of
+// it only ever leave, which moves it forward.
 func (s *Service) Lock(ctx context.Context, name string) (Lock, error) {
 	if err := ValidateName("lock", name); err != nil {
 		return Lock{}, err
@@ -513,6 +547,7 @@ func (s *Service) Lock(ctx context.Context, name string) (Lock, error) {
 		return Lock{}, fmt.Errorf("read lock %s: %w", name, err)
 	}
 	l := Lock{Name: name, Holders: []Holder{}, Waiting: []Holder{}, Revision: resp.Header.Revision}
+	room := MaxLimit
 	for _, kv := range resp.Kvs {
 		var h Holder
 		if json.Unmarshal(kv.Value, &h) != nil {
@@ -522,7 +557,9 @@ func (s *Service) Lock(ctx context.Context, name string) (Lock, error) {
 		if l.Limit == 0 {
 			l.Limit = h.Limit
 		}
-		if len(l.Holders) < l.Limit {
+		room = min(room, h.Limit)
+		// Once one waits, all behind it wait: the holders are a prefix.
+		if len(l.Waiting) == 0 && len(l.Holders) < room {
 			l.Holders = append(l.Holders, h)
 		} else {
 			l.Waiting = append(l.Waiting, h)

@@ -145,7 +145,8 @@ func (l *Lease) Keep(ctx context.Context, onRenew func(validUntil time.Duration)
 
 // Revoke ends the lease at once; whatever was bound to it goes with it.
 func (l *Lease) Revoke(ctx context.Context) error {
-	l.lose("revoked")
+	// Given up on purpose: not worth the warning of a loss.
+	l.lostOnce.Do(func() { close(l.lost) })
 	if err := l.c.Do(ctx, http.MethodDelete, "/v1/leases/"+url.PathEscape(l.ID), nil, nil); err != nil {
 		return fmt.Errorf("revoke lease %s: %w", l.ID, err)
 	}

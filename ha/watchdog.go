@@ -37,7 +37,7 @@ type WatchdogSpec struct {
 	// if it runs longer.
 	Stop []string
 	// KillGroup, if set, is a process group killed with SIGTERM, then
-	// SIGKILL after StopTimeout.
+	// SIGKILL once StopTimeout (counted from the start of fencing) is up.
 	KillGroup int
 	// StopTimeout bounds the fencing; the watchdog starts it that long
 	// (plus a margin) before the lease's end.
@@ -187,6 +187,8 @@ func RunWatchdog(ctx context.Context, in io.Reader, spec WatchdogSpec, log *slog
 
 // fence stops what the holder runs, within spec.StopTimeout.
 func fence(ctx context.Context, spec WatchdogSpec, log *slog.Logger) error {
+	// The stop command and the kill share StopTimeout: Lead counts on it.
+	deadline := time.Now().Add(spec.StopTimeout)
 	var errs []error
 	if len(spec.Stop) > 0 {
 		if err := RunBounded(ctx, spec.Stop, nil, spec.StopTimeout); err != nil {
@@ -194,7 +196,7 @@ func fence(ctx context.Context, spec WatchdogSpec, log *slog.Logger) error {
 		}
 	}
 	if spec.KillGroup > 0 {
-		if err := KillGroup(spec.KillGroup, spec.StopTimeout); err != nil {
+		if err := KillGroup(spec.KillGroup, time.Until(deadline)); err != nil {
 			errs = append(errs, err)
 		}
 	}

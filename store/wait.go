@@ -2,10 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/fedkeeper/fedkeeper/internal/wait"
@@ -32,9 +34,11 @@ func Wait(ctx context.Context, c *clientv3.Client, afterRev int64, prefixes ...s
 	}
 }
 
-// changedSince reports whether a key under any of prefixes is newer than
-// afterRev; a failed read counts as a change, so the caller reads again
-// rather than waits blind.
+// changedSince reports whether a key under any of prefixes was written or
+// deleted after afterRev; a failed read counts as a change, so the caller
+// reads again rather than waits blind. Deletions older than the store's
+// compaction cannot be told: the caller, whose index is that old, then
+// waits for the next change like everyone else rather than spin.
 func changedSince(ctx context.Context, c *clientv3.Client, afterRev int64, prefixes []string) bool {
 	for _, p := range prefixes {
 		resp, err := c.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
@@ -43,6 +47,20 @@ func changedSince(ctx context.Context, c *clientv3.Client, afterRev int64, prefi
 			return ctx.Err() == nil
 		}
 		if len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision > afterRev {
+			return true
+		}
+		if afterRev <= 0 {
+			continue
+		}
+		// Nothing newer: then every key there now was there at afterRev,
+		// and fewer keys now means some were deleted since (a lease that
+		// expired takes its keys with it).
+		then, err := c.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithRev(afterRev))
+		switch {
+		case errors.Is(err, rpctypes.ErrCompacted):
+		case err != nil:
+			return ctx.Err() == nil
+		case then.Count != resp.Count:
 			return true
 		}
 	}

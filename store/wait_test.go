@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestWaitAfterCompactionWaitsForANewChange(t *testing.T) {
@@ -47,5 +49,43 @@ func TestWaitAfterCompactionWaitsForANewChange(t *testing.T) {
 	Wait(wctx, st.Client, old, Root+"watched/")
 	if waited := time.Since(start); waited > 5*time.Second {
 		t.Fatalf("Wait took %s to see a change made after the index", waited)
+	}
+}
+
+func TestWaitSeesADeletionMadeBeforeItStarted(t *testing.T) {
+	dir := t.TempDir()
+	st := startTest(t, certs(t), "wait", filepath.Join(dir, "data"), "https://"+freeAddr(t))
+	ctx := testCtx(t)
+	if _, err := st.Client.Put(ctx, Root+"watched/a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	put, err := st.Client.Put(ctx, Root+"watched/b", "2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := put.Header.Revision
+	// A lease that expires between a reader's read and its next blocking
+	// query deletes keys; nothing newer is left to show for it.
+	if _, err := st.Client.Delete(ctx, Root+"watched/a"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	Wait(wctx, st.Client, index, Root+"watched/")
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Fatalf("Wait took %s to see a deletion made after the index", waited)
+	}
+	// With nothing deleted or written since, it waits.
+	wctx, cancel = context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	resp, err := st.Client.Get(ctx, Root+"watched/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	Wait(wctx, st.Client, resp.Header.Revision, Root+"watched/")
+	if waited := time.Since(start); waited < 400*time.Millisecond {
+		t.Fatalf("Wait returned after %s with nothing changed", waited)
 	}
 }

@@ -40,9 +40,9 @@ func main() {
 	admin := &adminFlags{}
 	root.AddCommand(
 		initCmd(), supernodeCmd(admin), supernodesCmd(admin), snapshotCmd(admin), devCmd(), fenceCmd(),
-		agentCmd(), leaveCmd(), serviceCmd(admin),
+		agentCmd(), leaveCmd(), serviceCmd(admin), haCmd(admin),
 		tokenCmd(admin), nodesCmd(admin), nodemapCmd(admin), eventsCmd(admin), metricsCmd(admin), kvCmd(admin), configCmd(admin),
-		benchCmd(),
+		benchCmd(), lockCmd(admin), roleCmd(admin),
 	)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := root.ExecuteContext(ctx)
