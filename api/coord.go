@@ -129,8 +129,9 @@ func (s *Server) acquire(r *http.Request, id pki.Identity, lease int64) (any, er
 
 func (s *Server) resign(r *http.Request, id pki.Identity, lease int64) (any, error) {
 	kind, name := r.PathValue("kind"), r.PathValue("name")
-	if err := s.Coord.Resign(r.Context(), id.Name, kind, name, lease); err != nil {
-		return nil, err
+	resigned, err := s.Coord.Resign(r.Context(), id.Name, kind, name, lease)
+	if err != nil || !resigned {
+		return struct{}{}, err
 	}
 	s.event(r, events.Event{Node: id.Name, Kind: kind + "-resigned", By: id.Name, Message: fmt.Sprintf("%s %s: %s resigned", kind, name, id.Name)})
 	return struct{}{}, nil
@@ -253,12 +254,12 @@ func (s *Server) ask(kind string) handler {
 				return
 			}
 		}
-		req := coord.Request{Kind: kind, Node: in.Node, By: id.Name}
-		if err := s.Coord.Ask(r.Context(), ekind, name, req); err != nil {
+		req, err := s.Coord.Ask(r.Context(), ekind, name, coord.Request{Kind: kind, Node: in.Node, By: id.Name})
+		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		s.event(r, events.Event{Node: in.Node, Kind: ekind + "-" + kind + "-asked", By: id.Name,
+		s.event(r, events.Event{Node: req.Node, Kind: ekind + "-" + kind + "-asked", By: id.Name,
 			Message: fmt.Sprintf("%s %s: %s asked by %s", ekind, name, kind, id.Name)})
 		apijson.Write(w, http.StatusAccepted, req)
 	}

@@ -88,6 +88,14 @@ func ValidateName(what, name string) error {
 	return nil
 }
 
+// validateElection checks an election's kind and name.
+func validateElection(kind, name string) error {
+	if err := validateKind(kind); err != nil {
+		return err
+	}
+	return ValidateName(kind, name)
+}
+
 func validateKind(kind string) error {
 	if kind != KindHA && kind != KindRole {
 		return invalid("election kind %q must be %s or %s", kind, KindHA, KindRole)
@@ -237,10 +245,7 @@ type Election struct {
 // Stand records node as a candidate of the election, bound to its lease,
 // and returns the state it had before ("" when it was no candidate).
 func (s *Service) Stand(ctx context.Context, owner, kind, name string, c Candidate, lease int64) (string, error) {
-	if err := validateKind(kind); err != nil {
-		return "", err
-	}
-	if err := ValidateName(kind, name); err != nil {
+	if err := validateElection(kind, name); err != nil {
 		return "", err
 	}
 	if !stateRE.MatchString(c.State) {
@@ -273,10 +278,7 @@ func (s *Service) Stand(ctx context.Context, owner, kind, name string, c Candida
 // owner's lease, and returns the mastership's fencing token. The caller
 // must be a candidate on the same lease.
 func (s *Service) Acquire(ctx context.Context, owner, kind, name string, lease int64) (Master, error) {
-	if err := validateKind(kind); err != nil {
-		return Master{}, err
-	}
-	if err := ValidateName(kind, name); err != nil {
+	if err := validateElection(kind, name); err != nil {
 		return Master{}, err
 	}
 	if err := s.owned(ctx, owner, lease); err != nil {
@@ -313,12 +315,12 @@ func (s *Service) Acquire(ctx context.Context, owner, kind, name string, lease i
 // clears a request it has served: one naming owner (its give-up, or a
 // takeover by itself). A takeover by another node stays until that node
 // has acquired, so that it, not the next by rank, becomes master.
-func (s *Service) Resign(ctx context.Context, owner, kind, name string, lease int64) error {
-	if err := validateKind(kind); err != nil {
-		return err
+func (s *Service) Resign(ctx context.Context, owner, kind, name string, lease int64) (resigned bool, err error) {
+	if err := validateElection(kind, name); err != nil {
+		return false, err
 	}
 	if err := s.owned(ctx, owner, lease); err != nil {
-		return err
+		return false, err
 	}
 	base := electionKey(kind, name)
 	ops := []clientv3.Op{clientv3.OpDelete(base + "master")}
@@ -331,51 +333,49 @@ func (s *Service) Resign(ctx context.Context, owner, kind, name string, lease in
 			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(base+"request"), "=", rev)},
 			[]clientv3.Op{clientv3.OpDelete(base + "request")}, nil))
 	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("resign %s %s: %w", kind, name, err)
+		return false, fmt.Errorf("resign %s %s: %w", kind, name, err)
 	}
-	_, err = s.kv.Txn(ctx).If(
+	resp, err := s.kv.Txn(ctx).If(
 		clientv3.Compare(clientv3.LeaseValue(base+"master"), "=", clientv3.LeaseID(lease)),
 	).Then(ops...).Commit()
 	if err != nil {
-		return fmt.Errorf("resign %s %s: %w", kind, name, err)
+		return false, fmt.Errorf("resign %s %s: %w", kind, name, err)
 	}
-	return nil
+	return resp.Succeeded, nil
 }
 
-// Ask records a takeover or give-up request; the nodes act on it.
-func (s *Service) Ask(ctx context.Context, kind, name string, r Request) error {
-	if err := validateKind(kind); err != nil {
-		return err
-	}
-	if err := ValidateName(kind, name); err != nil {
-		return err
-	}
+// Ask records a takeover or give-up request, which the nodes act on, and
+// returns it as recorded: a give-up names the master.
+func (s *Service) Ask(ctx context.Context, kind, name string, r Request) (Request, error) {
 	e, err := s.Election(ctx, kind, name)
 	if err != nil {
-		return err
+		return Request{}, err
 	}
 	switch r.Kind {
 	case RequestTakeover:
 		if !slices.ContainsFunc(e.Candidates, func(c Candidate) bool { return c.Node == r.Node }) {
-			return fmt.Errorf("%w: %s is not a candidate of %s %s", ErrNotFound, r.Node, kind, name)
+			return Request{}, fmt.Errorf("%w: %s is not a candidate of %s %s", ErrNotFound, r.Node, kind, name)
 		}
 	case RequestGiveup:
 		if e.Master == nil {
-			return fmt.Errorf("%w: %s %s has no master to give up", ErrNotFound, kind, name)
+			return Request{}, fmt.Errorf("%w: %s %s has no master to give up", ErrNotFound, kind, name)
 		}
 		r.Node = e.Master.Node
 	default:
-		return invalid("request kind %q must be %s or %s", r.Kind, RequestTakeover, RequestGiveup)
+		return Request{}, invalid("request kind %q must be %s or %s", r.Kind, RequestTakeover, RequestGiveup)
 	}
 	r.At = time.Now().UTC()
 	if _, err := s.kv.Put(ctx, electionKey(kind, name)+"request", store.MustJSON(r)); err != nil {
-		return fmt.Errorf("record %s request for %s %s: %w", r.Kind, kind, name, err)
+		return Request{}, fmt.Errorf("record %s request for %s %s: %w", r.Kind, kind, name, err)
 	}
-	return nil
+	return r, nil
 }
 
 // ClearRequest removes a request once the node it names has acted on it.
 func (s *Service) ClearRequest(ctx context.Context, owner, kind, name string) error {
+	if err := validateElection(kind, name); err != nil {
+		return err
+	}
 	base := electionKey(kind, name)
 	var r Request
 	if _, err := store.GetJSON(ctx, s.kv, base+"request", &r); err != nil {
@@ -395,10 +395,7 @@ func (s *Service) ClearRequest(ctx context.Context, owner, kind, name string) er
 
 // Election reads one election.
 func (s *Service) Election(ctx context.Context, kind, name string) (Election, error) {
-	if err := validateKind(kind); err != nil {
-		return Election{}, err
-	}
-	if err := ValidateName(kind, name); err != nil {
+	if err := validateElection(kind, name); err != nil {
 		return Election{}, err
 	}
 	base := electionKey(kind, name)

@@ -244,14 +244,17 @@ func TestResignEndsOnlyTheMastershipOfItsLease(t *testing.T) {
 		{"the master's other lease", "a1", aOther, nil},
 		{"the master's lease, named by another", "a2", a, coord.ErrForbidden},
 	} {
-		err := f.svc.Resign(f.ctx, tc.owner, coord.KindRole, "cron", tc.lease)
+		resigned, err := f.svc.Resign(f.ctx, tc.owner, coord.KindRole, "cron", tc.lease)
 		wantErr(t, tc.name, err, tc.want)
+		if resigned {
+			t.Errorf("%s: Resign reported a resignation", tc.name)
+		}
 		if e := f.election(coord.KindRole, "cron"); e.Master == nil || e.Master.Node != "a1" {
 			t.Fatalf("resign on %s ended a1's mastership: %+v", tc.name, e.Master)
 		}
 	}
-	if err := f.svc.Resign(f.ctx, "a1", coord.KindRole, "cron", a); err != nil {
-		t.Fatal(err)
+	if resigned, err := f.svc.Resign(f.ctx, "a1", coord.KindRole, "cron", a); err != nil || !resigned {
+		t.Fatalf("Resign by the master = %v, %v", resigned, err)
 	}
 	if e := f.election(coord.KindRole, "cron"); e.Master != nil {
 		t.Errorf("master %+v after it resigned", e.Master)
@@ -263,7 +266,8 @@ func TestAskChecksWhatItAsksFor(t *testing.T) {
 	a := f.lease("a1")
 	f.stand("a1", "cron", a)
 	ask := func(kind, node string) error {
-		return f.svc.Ask(f.ctx, coord.KindRole, "cron", coord.Request{Kind: kind, Node: node, By: "root"})
+		_, err := f.svc.Ask(f.ctx, coord.KindRole, "cron", coord.Request{Kind: kind, Node: node, By: "root"})
+		return err
 	}
 	wantErr(t, "takeover by a non-candidate", ask(coord.RequestTakeover, "a9"), coord.ErrNotFound)
 	wantErr(t, "giveup without master", ask(coord.RequestGiveup, ""), coord.ErrNotFound)

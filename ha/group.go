@@ -260,36 +260,19 @@ func (g *Group) Run(ctx context.Context) {
 // yet taken: only the latest matters.
 func (g *Group) follow(ctx context.Context, out chan coord.Election) {
 	path := "/v1/elections/" + coord.KindHA + "/" + url.PathEscape(g.cfg.Name)
-	var index int64
-	offline := false
 	for ctx.Err() == nil {
-		p := path
-		if index > 0 {
-			p += fmt.Sprintf("?index=%d&wait=%s", index, electionWait)
-		}
-		// Every supernode in turn gets the full wait.
-		qctx, cancel := context.WithTimeout(ctx, time.Duration(len(g.c.Servers()))*(electionWait+5*time.Second))
-		var e coord.Election
-		err := g.c.Do(qctx, http.MethodGet, p, nil, &e)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		err := Follow(ctx, g.c, path, electionWait, g.log, func(e coord.Election) (bool, error) {
+			select {
+			case <-out:
+			default:
 			}
-			if !offline {
-				g.log.Warn("HA group: election not reachable", "err", err)
-				offline = true
-			}
+			out <- e
+			return false, nil
+		})
+		if err != nil && ctx.Err() == nil {
+			g.log.Warn("HA group: election not readable", "err", err)
 			wait.Sleep(ctx, retryIn)
-			continue
 		}
-		offline = false
-		index = e.Revision
-		select {
-		case <-out:
-		default:
-		}
-		out <- e
 	}
 }
 
