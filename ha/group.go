@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/fedkeeper/fedkeeper/api"
@@ -186,39 +185,21 @@ type Group struct {
 	failedUntil time.Time
 	// gaveUp holds back preemption after a give-up until the node is
 	// master again: preempting would undo what the operator asked for.
-	gaveUp bool
-	mu     sync.Mutex
-	wd     *Watchdog
+	gaveUp   bool
+	watchdog watchdogSlot
 }
 
 // NewGroup returns the runner of node's part in the group cfg (defaults
 // filled in), calling the federation with c.
 func NewGroup(cfg GroupConfig, node string, c *client.Client, log *slog.Logger) *Group {
 	return &Group{
-		ExeArgs: []string{"fence"},
-		cfg:     cfg.WithDefaults(),
-		node:    node,
-		c:       c,
-		log:     log,
-		state:   StateStandby,
-	}
-}
-
-func (g *Group) setWatchdog(wd *Watchdog) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.wd = wd
-}
-
-// extendWatchdog passes a lease renewal on to the mastership's watchdog.
-func (g *Group) extendWatchdog(validUntil time.Duration) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.wd == nil {
-		return
-	}
-	if err := g.wd.Extend(validUntil); err != nil {
-		g.log.Warn("HA group: watchdog not told of the renewal", "err", err)
+		ExeArgs:  []string{"fence"},
+		cfg:      cfg.WithDefaults(),
+		node:     node,
+		c:        c,
+		log:      log,
+		state:    StateStandby,
+		watchdog: watchdogSlot{log: log},
 	}
 }
 
@@ -323,7 +304,7 @@ func (g *Group) serve(ctx context.Context, lease *Lease, updates <-chan coord.El
 	// Renewals go on while a master stops its service on shutdown.
 	keepCtx, stopKeep := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopKeep()
-	go lease.Keep(keepCtx, g.extendWatchdog)
+	go lease.Keep(keepCtx, g.watchdog.extend)
 	t := &term{g: g, lease: lease, stopKeep: stopKeep}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -573,7 +554,7 @@ func (t *term) acquire(ctx context.Context) error {
 		g.failedUntil = time.Now().Add(failedCoolDown * g.cfg.LeaseTTL)
 		return t.setState(ctx, StateFailed)
 	}
-	g.setWatchdog(wd)
+	g.watchdog.set(wd)
 	// A renewal that came before setWatchdog was not passed on.
 	if err := wd.Extend(t.lease.ValidUntil()); err != nil {
 		log.Warn("HA group: watchdog not told of the lease", "err", err)
@@ -736,7 +717,7 @@ func (t *term) stopService() bool {
 	}
 	m.unfence()
 	m.wd.Disarm()
-	t.g.setWatchdog(nil)
+	t.g.watchdog.set(nil)
 	t.m = nil
 	log.Info("HA group: service stopped")
 	return true
@@ -796,7 +777,7 @@ func (t *term) fenced(why error) {
 	}
 	<-m.wd.Done()
 	m.unfence()
-	t.g.setWatchdog(nil)
+	t.g.watchdog.set(nil)
 	t.m = nil
 	log.Warn("HA group: fenced; standing again on a new lease")
 	t.g.state = StateStandby

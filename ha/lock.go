@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -58,8 +57,7 @@ type Hold struct {
 	stopKeep context.CancelFunc
 	kept     chan struct{}
 
-	mu sync.Mutex
-	wd *Watchdog
+	watchdog watchdogSlot
 }
 
 // newHold grants the lease a hold of kind on name will rest on and keeps
@@ -71,30 +69,12 @@ func newHold(ctx context.Context, c *client.Client, kind, name string, ttl time.
 		return nil, err
 	}
 	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	h := &Hold{Kind: kind, Name: name, Lease: lease, log: log, stopKeep: stop, kept: make(chan struct{})}
+	h := &Hold{Kind: kind, Name: name, Lease: lease, log: log, stopKeep: stop, kept: make(chan struct{}), watchdog: watchdogSlot{log: log}}
 	go func() {
 		defer close(h.kept)
-		lease.Keep(kctx, h.renewed)
+		lease.Keep(kctx, h.watchdog.extend)
 	}()
 	return h, nil
-}
-
-// renewed passes a renewal of the lease on to the watchdog, if one runs.
-func (h *Hold) renewed(validUntil time.Duration) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.wd == nil {
-		return
-	}
-	if err := h.wd.Extend(validUntil); err != nil {
-		h.log.Warn("watchdog not told of a renewal", "err", err)
-	}
-}
-
-func (h *Hold) setWatchdog(wd *Watchdog) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.wd = wd
 }
 
 // await runs get, which waits until the hold is had and returns its
@@ -364,8 +344,8 @@ func (h *Hold) Run(ctx context.Context, cmd Command) (int, error) {
 		<-exited
 		return 0, fmt.Errorf("%s not started: %w", cmd.Argv[0], err)
 	}
-	h.setWatchdog(wd)
-	defer h.setWatchdog(nil)
+	h.watchdog.set(wd)
+	defer h.watchdog.set(nil)
 	// A renewal between starting the watchdog and handing it to renewed
 	// would be missed: tell it the latest.
 	wd.Extend(h.Lease.ValidUntil())

@@ -243,3 +243,30 @@ func KillGroup(pgid int, grace time.Duration) error {
 	}
 	return nil
 }
+
+// watchdogSlot holds the watchdog of whatever a lease currently guards,
+// if anything, so that the lease's renewals, which come from another
+// goroutine, reach it.
+type watchdogSlot struct {
+	mu  sync.Mutex
+	wd  *Watchdog
+	log *slog.Logger
+}
+
+func (s *watchdogSlot) set(wd *Watchdog) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.wd = wd
+}
+
+// extend passes a renewal of the lease on to the watchdog, if one runs.
+func (s *watchdogSlot) extend(validUntil time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wd == nil {
+		return
+	}
+	if err := s.wd.Extend(validUntil); err != nil {
+		s.log.Warn("watchdog not told of a lease renewal", "err", err)
+	}
+}
