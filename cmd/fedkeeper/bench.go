@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedkeeper/fedkeeper/bench"
+	"github.com/fedkeeper/fedkeeper/ha"
 )
 
 func benchCmd() *cobra.Command {
@@ -55,7 +56,7 @@ supernode and waits until it is back as the standby.`,
 	failover.Flags().DurationVar(&deadAfter, "dead-after", 3*time.Second, "how long a voter may be unreachable before the standby replaces it")
 	cmd.AddCommand(failover)
 	cmd.AddCommand(detectCmd(), membersCmd())
-	cmd.AddCommand(configFanoutCmd(), dnsCmd())
+	cmd.AddCommand(configFanoutCmd(), dnsCmd(), haFailoverCmd())
 	return cmd
 }
 
@@ -193,6 +194,44 @@ response rate limiting.`,
 	cmd.Flags().IntVar(&o.Clients, "clients", 4, "dnsperf clients (-c), each with its own socket")
 	cmd.Flags().IntVar(&o.Threads, "threads", 1, "dnsperf thread pairs (-T)")
 	cmd.Flags().IntVar(&o.NSDServers, "nsd-servers", runtime.NumCPU(), "NSD server processes (server-count); all CPUs by default, as fedkeeper may use")
+	return cmd
+}
+
+func haFailoverCmd() *cobra.Command {
+	var o bench.HAFailoverOptions
+	cmd := &cobra.Command{
+		Use:   "ha-failover",
+		Short: "Time from killing an HA group's master to its successor's start, with keepalived as the peer",
+		Long: `Run one supernode and two agents as processes of this binary on loopback,
+both candidates of HA group "bench" (ranks 100 and 50, no preemption) with
+--lease-ttl and --takeover-delay and a script that logs every call with
+the time. Each of --trials trials waits until one agent is master with
+its service started and the other a standby, kills the master's agent
+with SIGKILL at a random point of its lease's renewal period, takes the
+times of the killed master's stop (run by its watchdog) and of the
+successor's start, and restarts the killed agent. A start while the
+other node's service runs fails the bench.
+
+The peer is keepalived from Debian's keepalived package: two daemons in
+network namespaces joined by a veth pair, one VRRP instance with
+priorities 100 and 50, advert_int 1, both starting as backups without
+preemption, whose notify scripts log the same lines. Each trial kills the
+master's daemon and its VRRP process with SIGKILL and takes the time of
+the backup's notify_master. keepalived has no fencing: the figures count
+the trials in which the killed master's virtual address was still on its
+interface. If keepalived cannot run here, keepalived_error says why.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := bench.HAFailover(cmd.Context(), o, os.Stderr)
+			if err != nil {
+				return err
+			}
+			return printResult(res)
+		},
+	}
+	cmd.Flags().IntVar(&o.Trials, "trials", 20, "how many times the master is killed, on each side")
+	cmd.Flags().DurationVar(&o.LeaseTTL, "lease-ttl", ha.DefaultLeaseTTL, "the HA group's lease_ttl (whole seconds)")
+	cmd.Flags().DurationVar(&o.TakeoverDelay, "takeover-delay", ha.DefaultTakeoverDelay, "the HA group's takeover_delay (more than 0: 0 is the default in agent.yaml)")
 	return cmd
 }
 
