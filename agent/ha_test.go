@@ -76,9 +76,9 @@ ha_groups:
 	}
 	want := []ha.GroupConfig{
 		{Name: "index", Rank: 100, Script: "/usr/local/bin/index-ha", ScriptTimeout: 8 * time.Second, StatusInterval: ha.DefaultStatusInterval,
-			TakeoverDelay: ha.DefaultTakeoverDelay, LeaseTTL: 30 * time.Second, Preempt: true, PreemptDelay: time.Minute},
+			LeaseTTL: 30 * time.Second, Preempt: true, PreemptDelay: time.Minute},
 		{Name: "data.backup", Rank: 5, Script: "/usr/local/bin/data-ha", ScriptTimeout: ha.DefaultScriptTimeout, StatusInterval: ha.DefaultStatusInterval,
-			TakeoverDelay: ha.DefaultTakeoverDelay, LeaseTTL: ha.DefaultLeaseTTL},
+			LeaseTTL: ha.DefaultLeaseTTL},
 	}
 	if len(cfg.HAGroups) != len(want) {
 		t.Fatalf("got %d groups, want %d", len(cfg.HAGroups), len(want))

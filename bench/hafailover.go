@@ -76,8 +76,8 @@ func (o HAFailoverOptions) validate() error {
 		return fmt.Errorf("--lease-ttl must be whole seconds from %s to 1m, not %s", coord.MinTTL, o.LeaseTTL)
 	}
 	// A zero in agent.yaml is no setting: the group takes its default.
-	if o.TakeoverDelay <= 0 || o.TakeoverDelay > time.Minute {
-		return fmt.Errorf("--takeover-delay must be more than 0 (0 means the default in agent.yaml; 1ms is as good as none) and at most 1m, not %s", o.TakeoverDelay)
+	if o.TakeoverDelay < 0 || o.TakeoverDelay > time.Minute {
+		return fmt.Errorf("--takeover-delay must be from 0 to 1m, not %s", o.TakeoverDelay)
 	}
 	return nil
 }

@@ -40,7 +40,6 @@ const (
 const (
 	DefaultScriptTimeout  = 4 * time.Second
 	DefaultStatusInterval = 5 * time.Second
-	DefaultTakeoverDelay  = 2 * time.Second
 	DefaultLeaseTTL       = 10 * time.Second
 	MaxRank               = 1000000
 )
@@ -68,7 +67,9 @@ type GroupConfig struct {
 	// StatusInterval is how often the master runs the status script.
 	StatusInterval time.Duration `yaml:"status_interval,omitempty"`
 	// TakeoverDelay (ΔT2) is how long a new master waits before it starts
-	// the service.
+	// the service; none by default. Safety does not rest on it: the old
+	// master has stopped before its lease could end. It gives a slow
+	// network or a service's clients time to notice the change.
 	TakeoverDelay time.Duration `yaml:"takeover_delay,omitempty"`
 	// LeaseTTL (ΔT1) is how long a silent node stays a candidate, or
 	// master, before it counts as dead. Whole seconds.
@@ -87,7 +88,6 @@ func (c GroupConfig) WithDefaults() GroupConfig {
 	}{
 		{&c.ScriptTimeout, DefaultScriptTimeout},
 		{&c.StatusInterval, DefaultStatusInterval},
-		{&c.TakeoverDelay, DefaultTakeoverDelay},
 		{&c.LeaseTTL, DefaultLeaseTTL},
 	} {
 		if *d.v == 0 {

@@ -231,7 +231,7 @@ interface. If keepalived cannot run here, keepalived_error says why.`,
 	}
 	cmd.Flags().IntVar(&o.Trials, "trials", 20, "how many times the master is killed, on each side")
 	cmd.Flags().DurationVar(&o.LeaseTTL, "lease-ttl", ha.DefaultLeaseTTL, "the HA group's lease_ttl (whole seconds)")
-	cmd.Flags().DurationVar(&o.TakeoverDelay, "takeover-delay", ha.DefaultTakeoverDelay, "the HA group's takeover_delay (more than 0: 0 is the default in agent.yaml)")
+	cmd.Flags().DurationVar(&o.TakeoverDelay, "takeover-delay", 0, "the HA group's takeover_delay")
 	return cmd
 }
 
