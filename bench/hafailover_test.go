@@ -143,7 +143,7 @@ func TestHALogKeepsAPartialLine(t *testing.T) {
 
 func TestGroupConfigFitsTheScriptTimeoutInShortLeases(t *testing.T) {
 	for _, lease := range []time.Duration{2 * time.Second, 3 * time.Second, 10 * time.Second} {
-		o := HAFailoverOptions{Trials: 1, LeaseTTL: lease, TakeoverDelay: time.Millisecond}
+		o := HAFailoverOptions{Trials: 1, LeaseTTL: lease}
 		if err := o.validate(); err != nil {
 			t.Fatal(err)
 		}
@@ -155,8 +155,8 @@ func TestGroupConfigFitsTheScriptTimeoutInShortLeases(t *testing.T) {
 			t.Errorf("default lease: script_timeout %s set, want the default", cfg.ScriptTimeout)
 		}
 	}
-	if err := (HAFailoverOptions{Trials: 1, LeaseTTL: 3 * time.Second}).validate(); err == nil {
-		t.Error("a zero takeover delay, which agent.yaml cannot say, was taken")
+	if err := (HAFailoverOptions{Trials: 1, LeaseTTL: 3 * time.Second, TakeoverDelay: -time.Second}).validate(); err == nil {
+		t.Error("a negative takeover delay was taken")
 	}
 }
 
