@@ -143,12 +143,16 @@ func MergeProperties(base, upper []byte) []byte {
 
 // propertyLines splits a properties file into logical lines: a line ending
 // in an odd number of backslashes continues on the next. As in Java's
-// Properties.load, comment lines never continue, and a backslash followed
-// by trailing blanks escapes a blank rather than the line end.
+// Properties.load, lines end with "\n", "\r" or "\r\n", comment lines
+// never continue, and a backslash followed by trailing blanks escapes a
+// blank rather than the line end.
 func propertyLines(b []byte) []string {
 	var lines []string
 	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64<<10), MaxFileBytes)
+	// A line may be as long as the largest file; the scanner must also
+	// hold its end, or it stops and the rest is lost.
+	sc.Buffer(make([]byte, 64<<10), MaxFileBytes+2)
+	sc.Split(scanPropertyLine)
 	var cur strings.Builder
 	for sc.Scan() {
 		line := sc.Text()
@@ -169,6 +173,26 @@ func propertyLines(b []byte) []string {
 		lines = append(lines, cur.String())
 	}
 	return lines
+}
+
+// scanPropertyLine is bufio.ScanLines with a lone "\r" also ending a line:
+// a line it left inside another would be lost when the other is replaced.
+func scanPropertyLine(data []byte, atEOF bool) (advance int, token []byte, err error) {
+	i := bytes.IndexAny(data, "\r\n")
+	switch {
+	case i < 0 && atEOF && len(data) > 0:
+		return len(data), data, nil
+	case i < 0:
+		return 0, nil, nil
+	case data[i] == '\n':
+		return i + 1, data[:i], nil
+	case i+1 < len(data) && data[i+1] == '\n':
+		return i + 2, data[:i], nil
+	case i+1 < len(data) || atEOF:
+		return i + 1, data[:i], nil
+	}
+	// Whether a "\n" follows the "\r" is yet to be read.
+	return 0, nil, nil
 }
 
 // propertyKey returns the key of a key=value, key:value or "key value"

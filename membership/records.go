@@ -146,9 +146,10 @@ func invalid(format string, args ...any) error {
 }
 
 var (
-	nameRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	projectRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-	kindRE    = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]{0,63}$`)
+	nameRE      = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	projectRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	kindRE      = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9]{0,63}$`)
+	hostLabelRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 )
 
 // ValidateName checks a node name: a DNS label (lowercase letters, digits
@@ -181,12 +182,12 @@ func (p Profile) Validate() error {
 // validateDetails checks everything but the project, which only joining
 // sets.
 func (p Profile) validateDetails() error {
-	if len(p.Site) > 128 || strings.ContainsFunc(p.Site, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+	if len(p.Site) > 128 || strings.ContainsFunc(p.Site, unprintable) {
 		return invalid("site must be at most 128 printable characters")
 	}
 	if p.Address != "" {
 		host, port, err := net.SplitHostPort(p.Address)
-		if err != nil || host == "" {
+		if err != nil || !ValidHost(host) {
 			return invalid("address %q must be HOST:PORT", p.Address)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
@@ -209,11 +210,36 @@ func (p Profile) validateDetails() error {
 		if !kindRE.MatchString(kind) {
 			return invalid("endpoint kind %q must be a word of letters and digits", kind)
 		}
-		if len(u) == 0 || len(u) > 512 || strings.ContainsAny(u, " \t\r\n\"<>") {
-			return invalid("endpoint %s URL %q must be 1-512 characters without spaces, quotes or angle brackets", kind, u)
+		if len(u) == 0 || len(u) > 512 || strings.ContainsAny(u, " \"<>") || strings.ContainsFunc(u, unprintable) {
+			return invalid("endpoint %s URL %q must be 1-512 printable characters without spaces, quotes or angle brackets", kind, u)
 		}
 	}
 	return nil
+}
+
+// unprintable tells the characters a profile may not hold: control
+// characters, and those XML cannot carry, since the profile ends up in
+// registration.xml.
+func unprintable(r rune) bool {
+	return r < 0x20 || r == 0x7f || r == 0xfffe || r == 0xffff
+}
+
+// ValidHost tells an IP address or a DNS host name: the host of a node's
+// address goes into its certificate, which can hold nothing else, and a
+// service's address into DNS answers.
+func ValidHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if len(h) == 0 || len(h) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(h, ".") {
+		if !hostLabelRE.MatchString(l) {
+			return false
+		}
+	}
+	return true
 }
 
 // AliveKey is the key of a node's session: records that must live only as

@@ -221,7 +221,7 @@ func fillGauges(s *Sample, families map[string]*dto.MetricFamily) {
 		// Within the family a status without a series has no checks.
 		crit, _ := sum(checks, "status", StatusCritical)
 		warn, _ := sum(checks, "status", StatusWarning)
-		s.ChecksCritical, s.ChecksWarning = int(orMissing(crit, true)), int(orMissing(warn, true))
+		s.ChecksCritical, s.ChecksWarning = countOf(crit), countOf(warn)
 	}
 }
 
@@ -385,7 +385,8 @@ func sum(fam *dto.MetricFamily, label, want string) (float64, bool) {
 }
 
 // value reads a counter, gauge or untyped value (an exposition without
-// TYPE lines parses as untyped); false if it is not finite.
+// TYPE lines parses as untyped); false if it is not finite or beyond
+// maxFigure.
 func value(m *dto.Metric) (float64, bool) {
 	var v float64
 	switch {
@@ -398,7 +399,21 @@ func value(m *dto.Metric) (float64, bool) {
 	default:
 		return 0, false
 	}
-	return v, !math.IsNaN(v) && !math.IsInf(v, 0)
+	return v, !math.IsNaN(v) && math.Abs(v) <= maxFigure
+}
+
+// maxFigure bounds the values a scrape is taken to mean: no host's
+// counter or gauge comes near it, and it keeps the sums of figures, over
+// a node's series and over nodes, finite, as JSON needs them.
+const maxFigure = 1e200
+
+// countOf is a number of checks, Missing when it is none a node could
+// have.
+func countOf(v float64) int {
+	if !(v >= 0 && v <= math.MaxInt32) {
+		return Missing
+	}
+	return int(v)
 }
 
 func labelValue(m *dto.Metric, name string) string {

@@ -70,10 +70,22 @@ func Parse(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	if len(data) > MaxExpositionBytes {
 		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, MaxExpositionBytes)
 	}
-	var p expfmt.TextParser
-	families, err := p.TextToMetricFamilies(bytes.NewReader(data))
+	families, err := parseText(data)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: parsing exposition: %w", err)
 	}
 	return families, nil
+}
+
+// parseText runs the library's text parser, which panics on some
+// malformed input (a line that opens with "{", for one): what a node
+// answers must not bring down the supernode that scrapes it.
+func parseText(data []byte) (families map[string]*dto.MetricFamily, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			families, err = nil, fmt.Errorf("malformed exposition: %v", r)
+		}
+	}()
+	var p expfmt.TextParser
+	return p.TextToMetricFamilies(bytes.NewReader(data))
 }

@@ -154,22 +154,31 @@ type Server struct {
 	err       error         // why serving stopped, read after done
 }
 
+// Validate checks the domain and the TTL as New does, for a configuration
+// checked long before its server is made.
+func (cfg Config) Validate() error {
+	// Serving the root would leave no name to refuse.
+	if !isHostName(dns.CanonicalName(cfg.Domain)) {
+		return fmt.Errorf("nameserver: domain %q is not a host-style domain name below the root (letters, digits, - and _)", cfg.Domain)
+	}
+	if ttl := cfg.TTL; ttl < 0 || ttl%time.Second != 0 || ttl > math.MaxInt32*time.Second {
+		return fmt.Errorf("nameserver: TTL %s is not a whole number of seconds from 1s to 2^31-1s", cfg.TTL)
+	}
+	return nil
+}
+
 // New returns a server for cfg that answers from dir, once started.
 func New(cfg Config, dir Directory) (*Server, error) {
 	if dir == nil {
 		return nil, errors.New("nameserver: no directory")
 	}
-	domain := dns.CanonicalName(cfg.Domain)
-	// Serving the root would leave no name to refuse.
-	if !isHostName(domain) {
-		return nil, fmt.Errorf("nameserver: domain %q is not a host-style domain name below the root (letters, digits, - and _)", cfg.Domain)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	domain := dns.CanonicalName(cfg.Domain)
 	ttl := cfg.TTL
 	if ttl == 0 {
 		ttl = DefaultTTL
-	}
-	if ttl < 0 || ttl%time.Second != 0 || ttl > math.MaxInt32*time.Second {
-		return nil, fmt.Errorf("nameserver: TTL %s is not a whole number of seconds from 1s to 2^31-1s", cfg.TTL)
 	}
 	log := cfg.Log
 	if log == nil {
@@ -388,13 +397,21 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg, udp bool) {
 	if err := w.WriteMsg(resp); err != nil {
 		s.log.Debug("dns answer not sent", "remote", w.RemoteAddr().String(), "err", err)
 	}
-	q := req.Question[0]
+	var q dns.Question
+	if len(req.Question) == 1 {
+		q = req.Question[0]
+	}
 	s.log.Debug("dns query", "name", q.Name, "type", dns.TypeToString[q.Qtype], "rcode", dns.RcodeToString[resp.Rcode],
 		"answers", len(resp.Answer), "truncated", resp.Truncated, "udp", udp, "remote", w.RemoteAddr().String())
 }
 
 // respond builds the answer to req, sized for its transport.
 func (s *Server) respond(req *dns.Msg, udp bool) *dns.Msg {
+	// accept sees only the header's count: a message that ends right
+	// after its header unpacks with no question at all.
+	if len(req.Question) != 1 {
+		return new(dns.Msg).SetRcodeFormatError(req)
+	}
 	resp := new(dns.Msg).SetReply(req)
 	opt := req.IsEdns0()
 	if opt != nil && opt.Version() != 0 {

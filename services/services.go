@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -111,7 +112,7 @@ func (r Registration) Validate() error {
 	if err := membership.ValidateProject(r.Project); err != nil {
 		return fmt.Errorf("%s: %w", label, err)
 	}
-	if r.Address != "" && net.ParseIP(r.Address) == nil && !validHostname(r.Address) {
+	if r.Address != "" && !membership.ValidHost(r.Address) {
 		return invalid("%s: address %q is neither an IP address nor a host name", label, r.Address)
 	}
 	if r.Port < 1 || r.Port > 65535 {
@@ -123,6 +124,12 @@ func (r Registration) Validate() error {
 	if len(r.Path) > maxPath || (r.Path != "" && !strings.HasPrefix(r.Path, "/")) ||
 		strings.ContainsFunc(r.Path, func(c rune) bool { return c <= ' ' || c == 0x7f || strings.ContainsRune("\"<>\\", c) }) {
 		return invalid("%s: path must start with / and be at most %d characters without spaces, quotes or angle brackets", label, maxPath)
+	}
+	// The path ends the instance's URL, which clients must be able to read.
+	if r.Path != "" {
+		if _, err := url.ParseRequestURI(r.Path); err != nil {
+			return invalid("%s: path %q does not make a URL: %v", label, r.Path, err)
+		}
 	}
 	if len(r.Tags) > maxTags {
 		return invalid("%s: at most %d tags", label, maxTags)
@@ -136,20 +143,6 @@ func (r Registration) Validate() error {
 		return fmt.Errorf("%s: %w", label, err)
 	}
 	return nil
-}
-
-// validHostname accepts DNS host names of up to 253 characters.
-func validHostname(h string) bool {
-	h = strings.TrimSuffix(h, ".")
-	if len(h) == 0 || len(h) > 253 {
-		return false
-	}
-	for l := range strings.SplitSeq(strings.ToLower(h), ".") {
-		if !labelRE.MatchString(l) {
-			return false
-		}
-	}
-	return true
 }
 
 // ValidateSet validates the registrations of one node: each one, their
@@ -202,7 +195,8 @@ type Report struct {
 func (r Report) instance(node string, now time.Time) Instance {
 	out := r.Output
 	if len(out) > health.MaxOutput {
-		out = out[:health.MaxOutput]
+		// ToValidUTF8 drops a character the cut went through.
+		out = strings.ToValidUTF8(out[:health.MaxOutput], "")
 	}
 	return Instance{
 		Node: node, ID: r.ID, Name: r.Name, Project: r.Project, Address: r.Address, Port: r.Port,

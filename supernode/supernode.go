@@ -137,6 +137,11 @@ func (c Config) validate() error {
 	if c.DNS.TTL < 0 || c.DNS.TTL%time.Second != 0 {
 		return fmt.Errorf("dns ttl %s must be whole seconds, not negative", c.DNS.TTL)
 	}
+	// The nameserver is made only once the store runs: a domain it
+	// refuses would stop the supernode only then, after Init wrote it.
+	if err := (nameserver.Config{Domain: c.DNS.Domain, TTL: c.DNS.TTL}).Validate(); err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
 	q := c.Quorum
 	if q.ProbeInterval < 0 || q.DeadAfter < 0 || q.TargetVoters < 0 {
 		return errors.New("quorum timings and target_voters must not be negative")
