@@ -113,10 +113,10 @@ func dnsFed(t *testing.T) (*testcluster.Cluster, *testcluster.Supernode, string)
 
 // startServiceAgent starts an agent on a fresh host that registers regs
 // in its configuration.
-func startServiceAgent(t *testing.T, c *testcluster.Cluster, first *testcluster.Supernode, creds, name string, regs ...services.Registration) (*hcAgent, string) {
+func startServiceAgent(t *testing.T, c *testcluster.Cluster, first *testcluster.Supernode, creds, name string, regs ...services.Registration) (*testcluster.Agent, string) {
 	t.Helper()
 	host := testcluster.NewHost()
-	a := hcStartAgentWith(t, first, creds, name, host, c.Dir(name), c.Start, func(cfg *agent.Config) { cfg.Services = regs })
+	a := testcluster.StartAgent(t, first, creds, name, host, c.Dir(name), c.Start, func(cfg *agent.Config) { cfg.Services = regs })
 	return a, host
 }
 
@@ -133,12 +133,12 @@ func TestDNSAnswersOnlyServingInstances(t *testing.T) {
 	c, sn, creds := dnsFed(t)
 	var hosts []string
 	var flips []*flipServer
-	var agents []*hcAgent
+	var agents []*testcluster.Agent
 	for i := range 3 {
 		host := testcluster.NewHost()
 		f := startFlipServer(t, host)
 		name := fmt.Sprintf("site%d", i)
-		a := hcStartAgentWith(t, sn, creds, name, host, c.Dir(name), c.Start, func(cfg *agent.Config) {
+		a := testcluster.StartAgent(t, sn, creds, name, host, c.Dir(name), c.Start, func(cfg *agent.Config) {
 			cfg.Services = []services.Registration{httpService("index", 8080, "http://"+f.addr+"/")}
 		})
 		hosts, flips, agents = append(hosts, host), append(flips, f), append(agents, a)
@@ -221,7 +221,7 @@ func TestDNSAnswersOnlyServingInstances(t *testing.T) {
 	}
 }
 
-func hostOf(a *hcAgent) string {
+func hostOf(a *testcluster.Agent) string {
 	h, _, _ := net.SplitHostPort(a.Addr)
 	return h
 }

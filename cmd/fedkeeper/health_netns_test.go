@@ -41,7 +41,7 @@ func TestHealthBadLinkIsNotABadMember(t *testing.T) {
 
 	const member = "m1"
 	a := hcStartAgent(t, sns[0], f.creds, member, memberHost.IP, memberHost.Dir(member), memberHost.Start, nil)
-	f.waitAllPassing(t, []*hcAgent{a})
+	f.waitAllPassing(t, []*testcluster.Agent{a})
 	prober, confirmer := hcProbers(member, f.names())
 	var proberProc *testcluster.Supernode
 	for _, sn := range sns {

@@ -133,17 +133,10 @@ func (f *hcFed) waitVoters(t *testing.T) {
 	eventually(t, 60*time.Second, wantSupernodes(f.c, f.creds, want))
 }
 
-// hcAgent is one agent of these tests.
-type hcAgent struct {
-	*testcluster.Proc
-	Name string
-	Addr string // HOST:PORT of its API, which supernodes probe
-}
-
 // startAgent starts an agent with the given self-checks, joined with a
 // token of its own. It writes agent.yaml first, since checks have no
 // flags.
-func (f *hcFed) startAgent(t *testing.T, name string, checks []health.CheckConfig) *hcAgent {
+func (f *hcFed) startAgent(t *testing.T, name string, checks []health.CheckConfig) *testcluster.Agent {
 	t.Helper()
 	return hcStartAgent(t, f.sns[0], f.creds, name, testcluster.NewHost(), f.c.Dir(name), f.c.Start, checks)
 }
@@ -151,34 +144,9 @@ func (f *hcFed) startAgent(t *testing.T, name string, checks []health.CheckConfi
 // hcStartAgent starts an agent named name listening on host:7430 with its
 // data in dir, through start (Cluster.Start or Host.Start).
 func hcStartAgent(t *testing.T, first *testcluster.Supernode, creds, name, host, dir string,
-	start func(name string, args ...string) *testcluster.Proc, checks []health.CheckConfig) *hcAgent {
+	start func(name string, args ...string) *testcluster.Proc, checks []health.CheckConfig) *testcluster.Agent {
 	t.Helper()
-	return hcStartAgentWith(t, first, creds, name, host, dir, start, func(cfg *agent.Config) { cfg.Checks = checks })
-}
-
-// hcStartAgentWith is hcStartAgent with the rest of the agent's
-// configuration set by configure.
-func hcStartAgentWith(t *testing.T, first *testcluster.Supernode, creds, name, host, dir string,
-	start func(name string, args ...string) *testcluster.Proc, configure func(*agent.Config)) *hcAgent {
-	t.Helper()
-	token, err := first.Admin("token", "create", "--credentials", creds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := net.JoinHostPort(host, "7430")
-	cfg := agent.Config{
-		Name:    name,
-		Join:    []string{first.URL},
-		CAHash:  first.CAHash,
-		Profile: membership.Profile{Project: "CMIP6", Site: "Site " + name, Address: addr},
-		Listen:  addr,
-	}
-	configure(&cfg)
-	if err := agent.SaveConfig(dir, cfg); err != nil {
-		t.Fatal(err)
-	}
-	p := start(name, "agent", "--data-dir", dir, "--token", strings.TrimSpace(token))
-	return &hcAgent{Proc: p, Name: name, Addr: addr}
+	return testcluster.StartAgent(t, first, creds, name, host, dir, start, func(cfg *agent.Config) { cfg.Checks = checks })
 }
 
 // nodes lists the federation's nodes with their health.
@@ -299,7 +267,7 @@ func hcWaitHealth(t *testing.T, c *testcluster.Cluster, creds string, timeout ti
 }
 
 // waitAllPassing waits until every agent is alive and passing.
-func (f *hcFed) waitAllPassing(t *testing.T, agents []*hcAgent) {
+func (f *hcFed) waitAllPassing(t *testing.T, agents []*testcluster.Agent) {
 	t.Helper()
 	want := map[string]health.Status{}
 	for _, a := range agents {
@@ -380,7 +348,7 @@ func TestHealthDetectsDeadAndFrozenMembers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newHCFed(t, tc.supernodes)
-			agents := []*hcAgent{f.startAgent(t, "m-kill", nil)}
+			agents := []*testcluster.Agent{f.startAgent(t, "m-kill", nil)}
 			if tc.freeze {
 				agents = append(agents, f.startAgent(t, "m-freeze", nil))
 			}
@@ -480,7 +448,7 @@ func TestHealthShowsSelfChecks(t *testing.T) {
 	}
 	setState(2)
 	script := fmt.Sprintf(`read s < %s; echo "replication state $s"; exit $s`, state)
-	agents := []*hcAgent{
+	agents := []*testcluster.Agent{
 		f.startAgent(t, "m-tcp", []health.CheckConfig{{Name: "svc", Type: health.TypeTCP, Address: svc, Interval: time.Second}}),
 		f.startAgent(t, "m-script", []health.CheckConfig{{Name: "replication", Type: health.TypeScript, Command: []string{"sh", "-c", script}, Interval: time.Second}}),
 	}
@@ -581,7 +549,7 @@ func TestHealthProbesWriteNothingAndMoveOffADeadSupernode(t *testing.T) {
 	}
 	t.Parallel()
 	f := newHCFed(t, 3)
-	var agents []*hcAgent
+	var agents []*testcluster.Agent
 	for i := 1; i <= 6; i++ {
 		agents = append(agents, f.startAgent(t, fmt.Sprintf("m%d", i), nil))
 	}
@@ -680,7 +648,7 @@ func TestHealthProbesWriteNothingAndMoveOffADeadSupernode(t *testing.T) {
 	})
 
 	t.Run("its members are probed by the next supernode", func(t *testing.T) {
-		var moved *hcAgent
+		var moved *testcluster.Agent
 		for _, a := range agents {
 			if a.Name == owned[victim][0] {
 				moved = a

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -154,21 +153,6 @@ func (f *lockFed) check(t *testing.T, name string, limit int) int {
 	return most
 }
 
-// exitStatus is the exit status of a process that has exited.
-func exitStatus(t *testing.T, p *testcluster.Proc) int {
-	t.Helper()
-	err := p.Wait(60 * time.Second)
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ee):
-		return ee.ExitCode()
-	}
-	t.Fatalf("%s: %v", p.Name, err)
-	return 0
-}
-
 func TestLockHoldersTakeTurnsAndSemaphoresAllowTheirLimit(t *testing.T) {
 	f := newLockFed(t)
 	for _, tc := range []struct {
@@ -184,7 +168,7 @@ func TestLockHoldersTakeTurnsAndSemaphoresAllowTheirLimit(t *testing.T) {
 			procs = append(procs, f.lock(fmt.Sprintf("%s%d", tc.name, i), tc.name, "sleep 1", "--limit", strconv.Itoa(tc.limit)))
 		}
 		for _, p := range procs {
-			if st := exitStatus(t, p); st != 0 {
+			if st := testcluster.ExitStatus(t, p); st != 0 {
 				t.Fatalf("%s exited with %d:\n%s", p.Name, st, p.Log())
 			}
 		}
@@ -216,14 +200,14 @@ func TestLockStatusTimeoutAndExitStatus(t *testing.T) {
 	}
 
 	late := f.lock("late", "db", "true", "--timeout", "1s")
-	if st := exitStatus(t, late); st != exitNotAcquired || !strings.Contains(late.Log(), "lock db not acquired within 1s") {
+	if st := testcluster.ExitStatus(t, late); st != exitNotAcquired || !strings.Contains(late.Log(), "lock db not acquired within 1s") {
 		t.Errorf("lock with --timeout while held: exit status %d, want %d:\n%s", st, exitNotAcquired, late.Log())
 	}
 	if l := f.read(t); len(l) != 1 {
 		t.Errorf("the late command ran: %+v", l)
 	}
 
-	if st := exitStatus(t, f.lock("failing", "other", "exit 7")); st != 7 {
+	if st := testcluster.ExitStatus(t, f.lock("failing", "other", "exit 7")); st != 7 {
 		t.Errorf("exit status %d, want the command's 7", st)
 	}
 	holder.Kill()
@@ -256,7 +240,7 @@ func TestLockHolderKilledOrFrozenIsFencedBeforeTheNextStarts(t *testing.T) {
 		})
 		faulted := time.Now()
 		tc.fault(first)
-		if st := exitStatus(t, next); st != 0 {
+		if st := testcluster.ExitStatus(t, next); st != 0 {
 			t.Fatalf("%s: next holder exited with %d:\n%s", tc.name, st, next.Log())
 		}
 		if took := time.Since(faulted); took > 15*time.Second {
@@ -268,7 +252,7 @@ func TestLockHolderKilledOrFrozenIsFencedBeforeTheNextStarts(t *testing.T) {
 		}
 		if tc.name == "frozen" {
 			first.Resume()
-			if st := exitStatus(t, first); st != 1 || !strings.Contains(first.Log(), "hold lost") {
+			if st := testcluster.ExitStatus(t, first); st != 1 || !strings.Contains(first.Log(), "hold lost") {
 				t.Errorf("frozen holder, resumed: exit status %d, want 1 and a word of its loss:\n%s", st, first.Log())
 			}
 		}
@@ -279,7 +263,7 @@ func TestRoleRunsOnOneNodeAtATimeAndStatusWatchShowsEachChange(t *testing.T) {
 	f := newLockFed(t)
 	nodeFlags := map[string][]string{}
 	for _, name := range []string{"a1", "a2"} {
-		hcStartAgentWith(t, f.sn, f.sn.Credentials, name, testcluster.NewHost(), f.c.Dir(name), f.c.Start, func(*agent.Config) {})
+		testcluster.StartAgent(t, f.sn, f.sn.Credentials, name, testcluster.NewHost(), f.c.Dir(name), f.c.Start, func(*agent.Config) {})
 		dir := f.c.Dir(name)
 		nodeFlags[name] = []string{"--server", f.sn.URL, "--ca", filepath.Join(dir, "ca.crt"),
 			"--cert", filepath.Join(dir, "node.crt"), "--key", filepath.Join(dir, "node.key")}
@@ -309,7 +293,7 @@ func TestRoleRunsOnOneNodeAtATimeAndStatusWatchShowsEachChange(t *testing.T) {
 		return nil
 	})
 	for _, p := range []*testcluster.Proc{first, second} {
-		if st := exitStatus(t, p); st != 0 {
+		if st := testcluster.ExitStatus(t, p); st != 0 {
 			t.Fatalf("%s exited with %d:\n%s", p.Name, st, p.Log())
 		}
 	}

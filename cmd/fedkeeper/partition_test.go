@@ -43,22 +43,6 @@ type snode struct {
 	c    *client.Client
 }
 
-// directClient is an administrator client of exactly one supernode, so
-// that a request cannot fail over to another one.
-func directClient(t *testing.T, sn *testcluster.Supernode) *client.Client {
-	t.Helper()
-	cr, err := client.LoadCredentials(sn.Credentials)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cr.ClientFor([]string{sn.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.CloseIdle)
-	return c
-}
-
 func kvPut(c *client.Client, key, value string) (kv.Entry, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), partitionRequestTimeout)
 	defer cancel()
@@ -228,11 +212,11 @@ func TestPartitionedSupernodeCannotWriteAndRejoinsWhenHealed(t *testing.T) {
 	sn1 := hosts[0].InitSupernode("sn1", "--dead-after", partitionDeadAfter)
 	nodes := []*snode{{name: "sn1", host: hosts[0], sn: sn1}}
 	names := []string{"sn1"}
-	nodes[0].c = directClient(t, sn1)
+	nodes[0].c = sn1.AdminClient(t)
 	for i, h := range hosts[1:] {
 		name := fmt.Sprintf("sn%d", i+2)
 		sn := h.JoinSupernode(sn1, name, false, "--dead-after", partitionDeadAfter)
-		nodes = append(nodes, &snode{name: name, host: h, sn: sn, c: directClient(t, sn)})
+		nodes = append(nodes, &snode{name: name, host: h, sn: sn, c: sn.AdminClient(t)})
 		names = append(names, name)
 		// A new supernode is a learner until the autopilot promotes it:
 		// wait for that before the next one joins.
