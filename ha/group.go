@@ -631,7 +631,9 @@ func (t *term) mayAct() bool {
 
 // script runs the group's script with action as the current master.
 func (t *term) script(action string) error {
-	err := RunBounded(t.m.fence, t.g.cfg.argv(action), t.m.env, t.g.cfg.ScriptTimeout)
+	// The watchdog guards the script: frozen after the fence, this agent
+	// could not stop a start script that goes on to launch the service.
+	err := RunBounded(t.m.fence, t.g.cfg.argv(action), t.m.env, t.g.cfg.ScriptTimeout, t.m.wd)
 	if err != nil {
 		return fmt.Errorf("%s %s %s: %w", t.g.cfg.Script, action, t.g.cfg.Name, err)
 	}
@@ -769,7 +771,7 @@ func (t *term) fenced(why error) {
 	// may be gone already (the store said so), the watchdog killed, or a
 	// stop just failed and is worth trying once more.
 	if Mono() < t.lease.ValidUntil()-t.g.cfg.spec().Lead() {
-		if err := RunBounded(context.Background(), t.g.cfg.argv("stop"), m.env, t.g.cfg.ScriptTimeout); err != nil {
+		if err := RunBounded(context.Background(), t.g.cfg.argv("stop"), m.env, t.g.cfg.ScriptTimeout, nil); err != nil {
 			log.Error("HA group: stop failed; the watchdog fences", "err", err)
 		} else {
 			m.wd.Disarm()

@@ -298,11 +298,6 @@ func (cmd Command) Check(ttl time.Duration) error {
 	return nil
 }
 
-// gate holds the command back until its watchdog runs: the holder writes
-// a line to descriptor 3 then. If the holder dies first, the line never
-// comes and the command never runs unguarded.
-const gate = `read -r ok <&3 || exit 125; exec "$@" 3<&-`
-
 // Run runs cmd while the hold lasts, in a process group of its own, with
 // EnvFencingToken and EnvLock or EnvRole set, and returns its exit status
 // (128+N for signal N) once the whole group is gone. A watchdog process
@@ -318,29 +313,20 @@ func (h *Hold) Run(ctx context.Context, cmd Command) (int, error) {
 	if h.Kind == coord.KindRole {
 		envName = EnvRole
 	}
-	gateR, gateW, err := os.Pipe()
-	if err != nil {
-		return 0, fmt.Errorf("pipe to hold %s back: %w", cmd.Argv[0], err)
-	}
-	defer gateW.Close()
 	env := append(os.Environ(), EnvFencingToken+"="+strconv.FormatInt(h.Token, 10), envName+"="+h.Name)
-	proc := exec.Command("/bin/sh", append([]string{"-c", gate, "fedkeeper"}, cmd.Argv...)...)
-	proc.Env = env
-	proc.Stdin, proc.Stdout, proc.Stderr = os.Stdin, os.Stdout, os.Stderr
-	proc.ExtraFiles = []*os.File{gateR}
-	proc.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	err = proc.Start()
-	gateR.Close()
+	gate, err := startGated(cmd.Argv, env, os.Stdin, os.Stdout)
 	if err != nil {
-		return 0, fmt.Errorf("start %s: %w", cmd.Argv[0], err)
+		return 0, err
 	}
+	defer gate.cancel()
+	proc := gate.proc
 	pgid := proc.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- proc.Wait() }()
 	spec := cmd.spec(pgid)
 	wd, err := StartWatchdog(cmd.Watchdog[0], cmd.Watchdog[1:], spec, env, h.Lease.ValidUntil())
 	if err != nil {
-		gateW.Close()
+		gate.cancel()
 		<-exited
 		return 0, fmt.Errorf("%s not started: %w", cmd.Argv[0], err)
 	}
@@ -365,15 +351,14 @@ func (h *Hold) Run(ctx context.Context, cmd Command) (int, error) {
 		return nil
 	}
 	if why := lost(); why != nil {
-		gateW.Close()
+		gate.cancel()
 		<-exited
 		wd.Disarm()
 		return 0, fmt.Errorf("%s not started: %w", cmd.Argv[0], why)
 	}
-	if _, err := gateW.Write([]byte("go\n")); err != nil {
+	if err := gate.letGo(); err != nil {
 		h.log.Warn("command not let go", "err", err)
 	}
-	gateW.Close()
 	h.log.Info("running", "command", cmd.Argv[0], "pgid", pgid)
 
 	var waitErr, why error

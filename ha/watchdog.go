@@ -28,8 +28,12 @@ import (
 //
 // Protocol on the watchdog's standard input, one line each:
 //
-//	until <ns>   the lease is alive until this Mono() reading
-//	disarm       the holder stopped the service itself: exit, doing nothing
+//	until <ns>     the lease is alive until this Mono() reading
+//	guard <pgid>   a script of the holder's runs in this process group:
+//	               killed first when fencing, so that a start script of a
+//	               frozen holder cannot launch the service after the stop
+//	unguard <pgid> that script has ended
+//	disarm         the holder stopped the service itself: exit, doing nothing
 
 // WatchdogSpec says what a watchdog does when it fences.
 type WatchdogSpec struct {
@@ -103,6 +107,13 @@ func (w *Watchdog) Extend(validUntil time.Duration) error {
 	return w.send(fmt.Sprintf("until %d\n", validUntil.Nanoseconds()))
 }
 
+// Guard has the watchdog kill process group pgid, before anything else,
+// if it fences while the group runs.
+func (w *Watchdog) Guard(pgid int) error { return w.send(fmt.Sprintf("guard %d\n", pgid)) }
+
+// Unguard tells the watchdog that process group pgid has ended.
+func (w *Watchdog) Unguard(pgid int) error { return w.send(fmt.Sprintf("unguard %d\n", pgid)) }
+
 // Disarm ends the watchdog without fencing, once the holder has stopped
 // its service itself, and waits for it to exit.
 func (w *Watchdog) Disarm() {
@@ -132,9 +143,10 @@ func (w *Watchdog) send(line string) error {
 // without a disarm. It returns once it has fenced or been disarmed.
 func RunWatchdog(ctx context.Context, in io.Reader, spec WatchdogSpec, log *slog.Logger) error {
 	type msg struct {
-		until  time.Duration
-		disarm bool
-		eof    bool
+		until          time.Duration
+		guard, unguard int
+		disarm         bool
+		eof            bool
 	}
 	msgs := make(chan msg, 16)
 	go func() {
@@ -145,9 +157,18 @@ func RunWatchdog(ctx context.Context, in io.Reader, spec WatchdogSpec, log *slog
 				msgs <- msg{disarm: true}
 				return
 			}
-			if len(f) == 2 && f[0] == "until" {
-				if ns, err := strconv.ParseInt(f[1], 10, 64); err == nil {
-					msgs <- msg{until: time.Duration(ns)}
+			if len(f) == 2 {
+				n, err := strconv.ParseInt(f[1], 10, 64)
+				switch {
+				case err != nil:
+				case f[0] == "until":
+					msgs <- msg{until: time.Duration(n)}
+					continue
+				case f[0] == "guard" && n > 1:
+					msgs <- msg{guard: int(n)}
+					continue
+				case f[0] == "unguard" && n > 1:
+					msgs <- msg{unguard: int(n)}
 					continue
 				}
 			}
@@ -157,6 +178,7 @@ func RunWatchdog(ctx context.Context, in io.Reader, spec WatchdogSpec, log *slog
 		msgs <- msg{eof: true}
 	}()
 	var until time.Duration
+	guarded := map[int]bool{}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -167,31 +189,43 @@ func RunWatchdog(ctx context.Context, in io.Reader, spec WatchdogSpec, log *slog
 				return nil
 			case m.eof:
 				log.Warn("watchdog: the holder is gone; fencing now")
-				return fence(ctx, spec, log)
+				return fence(ctx, spec, guarded, log)
+			case m.guard > 0:
+				guarded[m.guard] = true
+				continue
+			case m.unguard > 0:
+				delete(guarded, m.unguard)
+				continue
 			}
 			// A lease only ever lasts longer; an old line arriving late
 			// must not shorten nor stretch what is known.
 			until = max(until, m.until)
 		case <-timer.C:
 		case <-ctx.Done():
-			return fence(context.WithoutCancel(ctx), spec, log)
+			return fence(context.WithoutCancel(ctx), spec, guarded, log)
 		}
 		left := until - spec.Lead() - Mono()
 		if left <= 0 {
 			log.Warn("watchdog: the lease may end before a stop would finish; fencing now", "lead", spec.Lead())
-			return fence(ctx, spec, log)
+			return fence(ctx, spec, guarded, log)
 		}
 		timer.Reset(left)
 	}
 }
 
-// fence stops what the holder runs, within spec.StopTimeout.
-func fence(ctx context.Context, spec WatchdogSpec, log *slog.Logger) error {
+// fence stops what the holder runs, within spec.StopTimeout: first the
+// holder's scripts still running, then the service.
+func fence(ctx context.Context, spec WatchdogSpec, guarded map[int]bool, log *slog.Logger) error {
 	// The stop command and the kill share StopTimeout: Lead counts on it.
 	deadline := time.Now().Add(spec.StopTimeout)
 	var errs []error
+	for pgid := range guarded {
+		if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("kill script process group %d: %w", pgid, err))
+		}
+	}
 	if len(spec.Stop) > 0 {
-		if err := RunBounded(ctx, spec.Stop, nil, spec.StopTimeout); err != nil {
+		if err := RunBounded(ctx, spec.Stop, nil, spec.StopTimeout, nil); err != nil {
 			errs = append(errs, fmt.Errorf("stop command: %w", err))
 		}
 	}
@@ -210,22 +244,87 @@ func fence(ctx context.Context, spec WatchdogSpec, log *slog.Logger) error {
 }
 
 // RunBounded runs argv with env (nil: this process's) in its own process
-// group, killing the group if it outlasts timeout.
-func RunBounded(ctx context.Context, argv []string, env []string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	err := cmd.Run()
-	if ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("%s: killed after %s", argv[0], timeout)
+// group, killing the group if it outlasts timeout or ctx ends. With a
+// watchdog, the group is guarded by it (see Watchdog.Guard) from before
+// the command runs until it has ended.
+func RunBounded(ctx context.Context, argv []string, env []string, timeout time.Duration, wd *Watchdog) error {
+	g, err := startGated(argv, env, nil, os.Stderr)
+	if err != nil {
+		return err
 	}
+	pgid := g.proc.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- g.proc.Wait() }()
+	if wd != nil {
+		if err := wd.Guard(pgid); err != nil {
+			g.cancel()
+			<-exited
+			return fmt.Errorf("%s not run: %w", argv[0], err)
+		}
+		defer wd.Unguard(pgid)
+	}
+	if err := g.letGo(); err != nil {
+		return fmt.Errorf("%s not run: %w", argv[0], errors.Join(err, <-exited))
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case err := <-exited:
+		return err
+	case <-timer.C:
+		err = fmt.Errorf("%s: killed after %s", argv[0], timeout)
+	case <-ctx.Done():
+		err = fmt.Errorf("%s: killed: %w", argv[0], context.Cause(ctx))
+	}
+	syscall.Kill(-pgid, syscall.SIGKILL)
+	<-exited
 	return err
 }
+
+// gateScript holds a command back until it is let go: its starter writes
+// a line to descriptor 3 then. If the starter dies first, the line never
+// comes and the command never runs, so nothing runs unguarded.
+const gateScript = `read -r ok <&3 || exit 125; exec "$@" 3<&-`
+
+// gated is a command started in a process group of its own and held at
+// its gate.
+type gated struct {
+	proc *exec.Cmd
+	gate *os.File
+}
+
+// startGated starts argv behind the gate, with env (nil: this process's)
+// and the given standard input and output.
+func startGated(argv, env []string, stdin io.Reader, out io.Writer) (*gated, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("pipe to hold %s back: %w", argv[0], err)
+	}
+	proc := exec.Command("/bin/sh", append([]string{"-c", gateScript, "fedkeeper"}, argv...)...)
+	proc.Env = env
+	proc.Stdin, proc.Stdout, proc.Stderr = stdin, out, out
+	proc.ExtraFiles = []*os.File{r}
+	proc.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = proc.Start()
+	r.Close()
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	return &gated{proc: proc, gate: w}, nil
+}
+
+// letGo lets the command run.
+func (g *gated) letGo() error {
+	defer g.gate.Close()
+	if _, err := g.gate.Write([]byte("go\n")); err != nil {
+		return fmt.Errorf("let %s go: %w", g.proc.Args[3], err)
+	}
+	return nil
+}
+
+// cancel makes the command exit at its gate without running.
+func (g *gated) cancel() { g.gate.Close() }
 
 // KillGroup ends process group pgid: SIGTERM, then SIGKILL if any of it is
 // left after grace.

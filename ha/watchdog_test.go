@@ -198,3 +198,41 @@ func TestStartedWatchdogIsExtendedAndDisarmed(t *testing.T) {
 		t.Error("the stop command ran")
 	}
 }
+
+func TestFencingKillsTheHoldersGuardedScriptsBeforeTheStop(t *testing.T) {
+	g := startGuarded(t)
+	env := append(os.Environ(), ha.EnvFencingToken+"=1")
+	// The lease ends soon after the script starts, and nobody renews it:
+	// the holder is frozen.
+	wd, err := ha.StartWatchdog(os.Args[0], watchdogArgs, g.spec(), env, ha.Mono()+g.spec().Lead()+700*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A start script that will go on launching the service after a fence
+	// if nothing kills it: its holder, frozen, would not.
+	launched := filepath.Join(t.TempDir(), "launched")
+	ran := make(chan error, 1)
+	go func() {
+		ran <- ha.RunBounded(context.Background(), []string{"sh", "-c", "sleep 2; echo late > " + launched}, nil, time.Minute, wd)
+	}()
+	select {
+	case <-wd.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watchdog did not fence")
+	}
+	select {
+	case err := <-ran:
+		if err == nil {
+			t.Error("the guarded script ran to its end")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the guarded script was not killed")
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if _, err := os.Stat(launched); err == nil {
+		t.Error("the guarded script launched the service after the fence")
+	}
+	if !g.wasStopped() {
+		t.Error("the stop command did not run")
+	}
+}
