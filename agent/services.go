@@ -74,12 +74,7 @@ func serviceStatus(results []health.Result) (health.Status, string) {
 		status = health.Critical
 		failing = append([]string{"waiting for the first run of " + strings.Join(waiting, ", ")}, failing...)
 	}
-	out := strings.Join(failing, "; ")
-	if len(out) > health.MaxOutput {
-		// ToValidUTF8 drops a character the cut went through.
-		out = strings.ToValidUTF8(out[:health.MaxOutput], "")
-	}
-	return status, out
+	return status, health.CutOutput(strings.Join(failing, "; "))
 }
 
 // localService is one registered service and the runner of its checks.

@@ -342,6 +342,16 @@ type Result struct {
 
 const truncatedMark = "\n(truncated)"
 
+// CutOutput bounds output from elsewhere (a check's summary, a service's
+// report) to MaxOutput bytes, without splitting a character.
+func CutOutput(s string) string {
+	if len(s) <= MaxOutput {
+		return s
+	}
+	// ToValidUTF8 drops a character the cut went through.
+	return strings.ToValidUTF8(s[:MaxOutput], "")
+}
+
 // capOutput cuts s to MaxOutput bytes, on a character boundary, marking
 // the cut.
 func capOutput(s string) string {

@@ -193,14 +193,9 @@ type Report struct {
 
 // instance turns a validated report of node into its stored form.
 func (r Report) instance(node string, now time.Time) Instance {
-	out := r.Output
-	if len(out) > health.MaxOutput {
-		// ToValidUTF8 drops a character the cut went through.
-		out = strings.ToValidUTF8(out[:health.MaxOutput], "")
-	}
 	return Instance{
 		Node: node, ID: r.ID, Name: r.Name, Project: r.Project, Address: r.Address, Port: r.Port,
-		Protocol: r.Protocol, Path: r.Path, Tags: r.Tags, Checks: r.Status, Output: out, Since: now,
+		Protocol: r.Protocol, Path: r.Path, Tags: r.Tags, Checks: r.Status, Output: health.CutOutput(r.Output), Since: now,
 	}
 }
 
