@@ -1,13 +1,8 @@
 package api_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
 	"testing"
@@ -16,9 +11,8 @@ import (
 	"github.com/fedkeeper/fedkeeper/api"
 	"github.com/fedkeeper/fedkeeper/coord"
 	"github.com/fedkeeper/fedkeeper/events"
-	"github.com/fedkeeper/fedkeeper/internal/storetest"
-	"github.com/fedkeeper/fedkeeper/membership"
 	"github.com/fedkeeper/fedkeeper/pki"
+	"github.com/fedkeeper/fedkeeper/store"
 )
 
 // coordFixture is a supernode's API serving the coordination routes and
@@ -33,35 +27,10 @@ type coordFixture struct {
 // coordination routes need.
 func newCoordFixture(t *testing.T) *coordFixture {
 	t.Helper()
-	st, ca := storetest.Start(t)
-	members := membership.New(st.Client, ca)
-	srv := httptest.NewUnstartedServer(nil)
-	serverKP := signedKeyPair(t, ca, "sn1", pki.RoleSupernode)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := members.Bootstrap(ctx, membership.Node{
-		Name: "sn1", Role: membership.RoleSupernode, Projects: []string{}, Site: "Supernode Site",
-		Address:    srv.Listener.Addr().String(),
-		CertSerial: pki.SerialHex(serverKP.Cert), CertNotAfter: serverKP.Cert.NotAfter.UTC(),
-		CertPEM: string(pki.EncodeCert(serverKP.Cert.Raw)),
+	f := newFixture(t, func(srv *api.Server, st *store.Store) {
+		srv.Store, srv.Coord, srv.Events = st, coord.New(st.Client), events.New(st.Client)
 	})
-	if err != nil {
-		t.Fatalf("bootstrap: %v", err)
-	}
-	srv.Config.Handler = (&api.Server{
-		Name: "sn1", Members: members, CA: ca, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Store: st, Coord: coord.New(st.Client), Events: events.New(st.Client),
-	}).Handler()
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.TLS = pki.ServerTLS(serverKP, ca.Cert)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	f := &fixture{
-		t: t, ca: ca, members: members, url: srv.URL,
-		anon:  httpClient(t, nil, ca),
-		admin: httpClient(t, signedKeyPair(t, ca, "root", pki.RoleAdmin), ca),
-		super: httpClient(t, serverKP, ca),
-	}
+	ca := f.ca
 	return &coordFixture{fixture: f, ops: httpClient(t, signedKeyPair(t, ca, "ops", pki.RoleAdmin), ca)}
 }
 

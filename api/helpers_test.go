@@ -18,6 +18,7 @@ import (
 	"github.com/fedkeeper/fedkeeper/internal/storetest"
 	"github.com/fedkeeper/fedkeeper/membership"
 	"github.com/fedkeeper/fedkeeper/pki"
+	"github.com/fedkeeper/fedkeeper/store"
 )
 
 // fixture is one supernode's API over a real embedded store, with an
@@ -34,7 +35,9 @@ type fixture struct {
 
 const projectName = "CMIP6"
 
-func newFixture(t *testing.T) *fixture {
+// newFixture starts the fixture; wire, if given, sets more of the API's
+// services on the store before it serves.
+func newFixture(t *testing.T, wire ...func(*api.Server, *store.Store)) *fixture {
 	t.Helper()
 	st, ca := storetest.Start(t)
 	members := membership.New(st.Client, ca)
@@ -56,12 +59,16 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatalf("bootstrap: %v", err)
 	}
-	srv.Config.Handler = (&api.Server{
+	server := &api.Server{
 		Name:    "sn1",
 		Members: members,
 		CA:      ca,
 		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}).Handler()
+	}
+	for _, w := range wire {
+		w(server, st)
+	}
+	srv.Config.Handler = server.Handler()
 	// Refused handshakes are expected in some tests; keep them off stderr.
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.TLS = pki.ServerTLS(serverKP, ca.Cert)
