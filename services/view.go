@@ -193,10 +193,15 @@ func (v *View) Summaries(project string) []Summary {
 // have one (so they appear in registration.xml) and their service name
 // otherwise. An endpoint the node declared itself takes precedence.
 func (v *View) AddEndpoints(m *membership.NodeMap) {
+	// One pass over the registry, not one per node.
+	all, _ := v.Entries(Query{})
+	byNode := map[string][]Entry{}
+	for _, e := range all {
+		byNode[e.Node] = append(byNode[e.Node], e)
+	}
 	for i := range m.Nodes {
 		n := &m.Nodes[i]
-		entries, _ := v.Entries(Query{Node: n.Name})
-		for _, e := range entries {
+		for _, e := range byNode[n.Name] {
 			if e.URL == "" {
 				continue
 			}
